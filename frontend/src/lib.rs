@@ -1,0 +1,9 @@
+//! The browser entry point. It stays tiny on purpose: everything the page does lives in
+//! the `app` crate so that the server renders exactly what the browser hydrates.
+
+/// Called by the JS glue cargo-leptos generates once the wasm module has loaded.
+#[wasm_bindgen::prelude::wasm_bindgen]
+pub fn hydrate() {
+    console_error_panic_hook::set_once();
+    leptos::mount::hydrate_body(app::App);
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Builds Exportal (release, wasm-opt applied) and runs it on the embedded default: SQLite job
+# store and queue, files in ./data. Installs missing build tools first (idempotent).
+#
+#   scripts/run.sh              build and serve at http://127.0.0.1:3000
+#   EXPORTAL_ADDR=127.0.0.1:8080 scripts/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+scripts/tools.sh build
+
+step "building the release site (server + wasm, wasm-opt)"
+cargo leptos build --release
+
+addr=${EXPORTAL_ADDR:-${LEPTOS_SITE_ADDR:-127.0.0.1:3000}}
+step "Exportal is starting: open http://$addr"
+export LEPTOS_SITE_ROOT=target/site LEPTOS_SITE_PKG_DIR=pkg LEPTOS_OUTPUT_NAME=exportal
+exec target/release/server --addr "$addr" "$@"

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs what the tests need (idempotent) and runs every test: lints, browser tests, then the
+# workspace's Rust tests, whose summary is the last thing printed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+scripts/tools.sh test
+
+step "cargo fmt --check"
+cargo fmt --all --check
+
+step "clippy, server build (ssr)"
+cargo clippy --locked -p server -p app --all-targets --features app/ssr -- -D warnings
+
+step "clippy, browser build (hydrate, wasm32)"
+cargo clippy --locked -p frontend -p app --features app/hydrate --target wasm32-unknown-unknown -- -D warnings
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/exportal-test.XXXXXX")
+cleanup() { rm -rf "$work"; }
+trap cleanup EXIT
+
+step "browser tests (cargo leptos end-to-end)"
+LEPTOS_SITE_ADDR="127.0.0.1:$(free_port)"
+LEPTOS_RELOAD_PORT="$(free_port)"
+export LEPTOS_SITE_ADDR LEPTOS_RELOAD_PORT
+export EXPORTAL_DATA_DIR="$work/data"
+cargo leptos end-to-end
+
+step "Rust tests (unit and integration)"
+# The same RUSTFLAGS and output name as cargo-leptos's debug build, so the tests reuse its
+# compiled dependencies instead of building ~350 crates again. The app crate is tested with the
+# server's features (`ssr`); the wasm-only code is covered by clippy and the browser tests.
+RUSTFLAGS="--cfg erase_components" LEPTOS_OUTPUT_NAME=exportal \
+  cargo nextest run --locked -p app -p server --no-fail-fast

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# Installs the build tools Exportal needs, idempotently, from the package registries only.
+#
+#   scripts/tools.sh build   wasm target, cargo-leptos, wasm-bindgen CLI, npm packages (wasm-opt)
+#   scripts/tools.sh test    the above + Chromium, SQLite, PostgreSQL, MariaDB (Debian packages)
+#
+# Every step checks first, so a second run takes seconds.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+what=${1:-build}
+log() { printf '\033[1;34m[tools]\033[0m %s\n' "$*" >&2; }
+
+CARGO_LEPTOS_VERSION=0.3.10
+# The wasm-bindgen CLI must equal the crate version in Cargo.lock exactly, or the
+# generated JS glue and the wasm module disagree at run time.
+wasm_bindgen_version() {
+  awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock
+}
+
+have_version() { # have_version CMD VERSION: CMD --version prints VERSION
+  command -v "$1" >/dev/null 2>&1 && "$1" --version 2>/dev/null | grep -qF "$2"
+}
+
+export PATH="$HOME/.cargo/bin:$PATH"
+
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  log "adding the wasm32-unknown-unknown target"
+  rustup target add wasm32-unknown-unknown
+fi
+
+if ! have_version cargo-leptos "$CARGO_LEPTOS_VERSION"; then
+  # cargo-leptos's own release profile (fat LTO, one codegen unit) takes ~26 min on 2 cores.
+  # It is a build driver whose run time is dominated by the compilers it calls, so an
+  # unoptimised build of it costs nothing noticeable and installs several times faster.
+  # `--locked`: newer dependency versions need a newer rustc than this machine has.
+  # `no_downloads`: a missing tool is an immediate error instead of a slow failed download.
+  log "installing cargo-leptos $CARGO_LEPTOS_VERSION (one-off, several minutes)"
+  CARGO_PROFILE_RELEASE_LTO=false \
+  CARGO_PROFILE_RELEASE_CODEGEN_UNITS=256 \
+  CARGO_PROFILE_RELEASE_OPT_LEVEL=0 \
+  CARGO_PROFILE_RELEASE_DEBUG=0 \
+  CARGO_PROFILE_RELEASE_INCREMENTAL=false \
+    cargo install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked --features no_downloads
+fi
+
+wbv=$(wasm_bindgen_version)
+if ! have_version wasm-bindgen "$wbv"; then
+  # Not `--locked`: its lock file pins a webpki-roots version the registry no longer serves.
+  log "installing wasm-bindgen-cli $wbv"
+  CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_OPT_LEVEL=1 \
+    cargo install wasm-bindgen-cli --version "$wbv" --force
+fi
+
+# wasm-opt (npm binaryen: Debian's binaryen 108 produces wasm that fails in the browser),
+# Playwright and Azurite live in end2end/node_modules, pinned by end2end/package-lock.json.
+if [ ! -x end2end/node_modules/.bin/wasm-opt ] || [ end2end/package-lock.json -nt end2end/node_modules/.package-lock.json ]; then
+  log "installing end2end npm packages"
+  (cd end2end && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+if [ "$what" = test ]; then
+  need=()
+  [ -x /usr/bin/chromium ] || need+=(chromium)
+  command -v sqlite3 >/dev/null || need+=(sqlite3)
+  [ -d /usr/lib/postgresql ] && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+  command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
+  if [ ${#need[@]} -gt 0 ]; then
+    log "installing Debian packages: ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    # policy-rc.d keeps the packages' own services from starting: tests start their own
+    # instances on free loopback ports and stop them afterwards.
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    rm -f /usr/sbin/policy-rc.d
+  fi
+fi
+log "tools ready"
