@@ -17,8 +17,12 @@ step "clippy, browser build (hydrate, wasm32)"
 cargo clippy --locked -p frontend -p app --features app/hydrate --target wasm32-unknown-unknown -- -D warnings
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/exportal-test.XXXXXX")
-cleanup() { rm -rf "$work"; }
+source scripts/services.sh
+cleanup() { stop_services; rm -rf "$work"; }
 trap cleanup EXIT
+
+step "starting PostgreSQL and MariaDB on free loopback ports"
+start_services "$work"
 
 step "browser tests (cargo leptos end-to-end)"
 LEPTOS_SITE_ADDR="127.0.0.1:$(free_port)"

@@ -9,13 +9,35 @@ pub use ssr::*;
 
 #[cfg(feature = "ssr")]
 mod ssr {
-    use crate::error::ApiError;
+    use crate::catalog::DatasetInfo;
+    use crate::error::{ApiError, ErrorCode};
+    use crate::jobs::{ExportRequest, Job, Preview};
     use crate::status::ServerStatus;
+    use futures::future::BoxFuture;
     use std::sync::Arc;
 
-    /// What the server offers the page.
+    /// Who is calling; the server's identity middleware puts it into every request.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Identity(pub String);
+
+    /// What the server offers the page. Futures are `'static` so that implementations hand
+    /// them owned data (the service is shared behind an `Arc`).
     pub trait Backend: Send + Sync + 'static {
         fn status(&self) -> ServerStatus;
+        fn datasets(&self) -> Vec<DatasetInfo>;
+        fn preview(
+            &self,
+            user: String,
+            request: ExportRequest,
+        ) -> BoxFuture<'static, Result<Preview, ApiError>>;
+        fn submit(
+            &self,
+            user: String,
+            request: ExportRequest,
+        ) -> BoxFuture<'static, Result<Job, ApiError>>;
+        fn list(&self, user: String) -> BoxFuture<'static, Result<Vec<Job>, ApiError>>;
+        fn cancel(&self, user: String, id: String) -> BoxFuture<'static, Result<Job, ApiError>>;
+        fn retry(&self, user: String, id: String) -> BoxFuture<'static, Result<Job, ApiError>>;
     }
 
     /// The backend handle the server puts into each request's context.
@@ -28,5 +50,13 @@ mod ssr {
             leptos::logging::error!("no Backend in the server-function context");
             ApiError::internal()
         })
+    }
+
+    /// The caller of the current server function.
+    pub fn current_user() -> Result<String, ApiError> {
+        leptos::prelude::use_context::<http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<Identity>().cloned())
+            .map(|identity| identity.0)
+            .ok_or_else(|| ApiError::new(ErrorCode::Unauthorized, "Sign-in required."))
     }
 }

@@ -252,3 +252,13 @@ mod tests {
         assert!(e.is_err());
     }
 }
+
+/// The first rows of an export, shown before it is requested.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Preview {
+    pub columns: Vec<String>,
+    pub rows: Vec<Vec<serde_json::Value>>,
+    /// The number of rows the export would have, when the source could count them quickly.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub estimated_rows: Option<u64>,
+}

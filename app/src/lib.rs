@@ -9,6 +9,7 @@ pub mod backend;
 pub mod catalog;
 mod components;
 pub mod error;
+pub mod exports;
 pub mod jobs;
 pub mod live;
 pub mod status;

@@ -6,17 +6,21 @@
 //! reconnects with exponential back-off and jitter (so that a restarted server is not hit by
 //! every page at the same instant) and applies what it is sent.
 
+use crate::jobs::Job;
 use serde::{Deserialize, Serialize};
 
 /// The path of the WebSocket endpoint.
 pub const WS_PATH: &str = "/ws";
 
 /// A message from the server to the page, as JSON text frames tagged by `type`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
-    /// The first message of every connection.
-    Hello { version: String },
+    /// The caller's jobs as they are now: the first message of every connection, and sent
+    /// again whenever the server could not deliver every change.
+    Snapshot { jobs: Vec<Job> },
+    /// One job changed (state or progress).
+    Job { job: Box<Job> },
 }
 
 /// How the page's live link is doing, shown in the header.
@@ -124,14 +128,9 @@ mod tests {
 
     #[test]
     fn messages_are_tagged_by_type() {
-        let m = ServerMessage::Hello {
-            version: "1.2.3".into(),
-        };
+        let m = ServerMessage::Snapshot { jobs: vec![] };
         let json = serde_json::to_value(&m).unwrap();
-        assert_eq!(
-            json,
-            serde_json::json!({"type": "hello", "version": "1.2.3"})
-        );
+        assert_eq!(json, serde_json::json!({"type": "snapshot", "jobs": []}));
         assert_eq!(serde_json::from_value::<ServerMessage>(json).unwrap(), m);
     }
 

@@ -50,7 +50,7 @@ test('the live WebSocket reports connected', async ({ page }) => {
   await expect(page.getByTestId('ws-status')).toHaveAttribute('data-state', 'connected');
   await expect(page.getByTestId('ws-status')).toHaveText('Live');
   expect(frames.length).toBeGreaterThan(0);
-  expect(JSON.parse(frames[0])).toMatchObject({ type: 'hello' });
+  expect(JSON.parse(frames[0])).toMatchObject({ type: 'snapshot', jobs: [] });
   expect(errors).toEqual([]);
 });
 

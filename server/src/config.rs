@@ -50,10 +50,103 @@ pub const SETTINGS: &[SettingSpec] = &[
                The level filter is RUST_LOG, e.g. RUST_LOG=info,server=debug.",
     },
     SettingSpec {
-        key: "shutdown_grace_secs",
-        env: "EXPORTAL_SHUTDOWN_GRACE_SECS",
-        default: "30",
-        help: "On Ctrl-C or SIGTERM, how long open requests may take to finish before the process exits.",
+        key: "shutdown_grace",
+        env: "EXPORTAL_SHUTDOWN_GRACE",
+        default: "30s",
+        help: "On Ctrl-C or SIGTERM, how long open requests and running exports may take to finish; \
+               exports still running after it go back to the queue. Durations: 90s, 5m, 2h, 7d or seconds.",
+    },
+    SettingSpec {
+        key: "datasets",
+        env: "EXPORTAL_DATASETS",
+        default: "(a demo database created in the data directory)",
+        help: "TOML file declaring the sources and datasets users may export (see README).",
+    },
+    SettingSpec {
+        key: "demo_orders",
+        env: "EXPORTAL_DEMO_ORDERS",
+        default: "1000000",
+        help: "Orders in the demo database, when no datasets file is given (read on its first creation).",
+    },
+    SettingSpec {
+        key: "auth",
+        env: "EXPORTAL_AUTH",
+        default: "cookie",
+        help: "cookie: an anonymous identity per browser in a signed HttpOnly cookie; \
+               header: trust the user name in EXPORTAL_AUTH_HEADER (behind an authenticating proxy).",
+    },
+    SettingSpec {
+        key: "auth_header",
+        env: "EXPORTAL_AUTH_HEADER",
+        default: "x-forwarded-user",
+        help: "The request header that carries the user name when EXPORTAL_AUTH=header.",
+    },
+    SettingSpec {
+        key: "cookie_secret",
+        env: "EXPORTAL_COOKIE_SECRET",
+        default: "(generated once and kept in the data directory)",
+        help: "Key that signs identity cookies (at least 32 characters). Give every web instance the same one.",
+    },
+    SettingSpec {
+        key: "worker_concurrency",
+        env: "EXPORTAL_WORKER_CONCURRENCY",
+        default: "2",
+        help: "Exports one worker process runs at the same time.",
+    },
+    SettingSpec {
+        key: "max_attempts",
+        env: "EXPORTAL_MAX_ATTEMPTS",
+        default: "5",
+        help: "Attempts per export before it fails; a message delivered more often goes to the poison queue.",
+    },
+    SettingSpec {
+        key: "visibility_timeout",
+        env: "EXPORTAL_VISIBILITY_TIMEOUT",
+        default: "30s",
+        help: "How long a received job stays hidden from other workers; a running job renews it every third of it. \
+               A crashed worker's job is picked up again after it.",
+    },
+    SettingSpec {
+        key: "retry_base",
+        env: "EXPORTAL_RETRY_BASE",
+        default: "2s",
+        help: "First back-off after a transient failure; doubles per attempt (with jitter), up to 60s.",
+    },
+    SettingSpec {
+        key: "poll_max",
+        env: "EXPORTAL_POLL_MAX",
+        default: "2s",
+        help: "Longest pause between queue polls when idle (polling backs off from 100ms).",
+    },
+    SettingSpec {
+        key: "max_active_jobs",
+        env: "EXPORTAL_MAX_ACTIVE_JOBS",
+        default: "3",
+        help: "Exports one user may have queued or running at once; more are refused with 429.",
+    },
+    SettingSpec {
+        key: "row_cap",
+        env: "EXPORTAL_ROW_CAP",
+        default: "10000000",
+        help: "Most rows in one export: refused before queueing when the count is known, else the export stops there and fails.",
+    },
+    SettingSpec {
+        key: "retention",
+        env: "EXPORTAL_RETENTION",
+        default: "7d",
+        help: "How long finished files and records are kept before they expire.",
+    },
+    SettingSpec {
+        key: "download_ttl",
+        env: "EXPORTAL_DOWNLOAD_TTL",
+        default: "5m",
+        help: "Validity of a download link minted for one click (Azure storage).",
+    },
+    SettingSpec {
+        key: "csv_line_ending",
+        env: "EXPORTAL_CSV_LINE_ENDING",
+        default: "crlf",
+        help: "crlf (RFC 4180) or lf.",
     },
 ];
 
@@ -93,12 +186,85 @@ pub struct Settings {
     pub role: Role,
     pub log_format: LogFormat,
     pub shutdown_grace: Duration,
+    pub datasets: Option<PathBuf>,
+    pub demo_orders: u64,
+    pub auth: Auth,
+    pub cookie_secret: Option<Secret>,
+    pub worker_concurrency: usize,
+    pub max_attempts: u32,
+    pub visibility_timeout: Duration,
+    pub retry_base: Duration,
+    pub poll_max: Duration,
+    pub max_active_jobs: usize,
+    pub row_cap: u64,
+    pub retention: Duration,
+    pub download_ttl: Duration,
+    pub csv_crlf: bool,
+}
+
+/// How callers are identified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Auth {
+    Cookie,
+    /// Trust this (lower-case) header.
+    Header(String),
+}
+
+/// A secret value: never printed, not even by `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(pub String);
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// Parses `90s`, `5m`, `2h`, `7d`, `250ms` or a plain number of seconds.
+pub fn parse_duration(v: &str) -> Result<Duration, String> {
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| "expected a duration such as 90s, 5m, 2h or 7d".to_string())?;
+    let secs = |k: u64| Duration::from_secs(n.saturating_mul(k));
+    match unit.trim() {
+        "" | "s" => Ok(secs(1)),
+        "ms" => Ok(Duration::from_millis(n)),
+        "m" | "min" => Ok(secs(60)),
+        "h" => Ok(secs(3600)),
+        "d" => Ok(secs(86_400)),
+        _ => Err(format!("unknown unit `{unit}` (use ms, s, m, h or d)")),
+    }
+}
+
+fn positive<T: std::str::FromStr + PartialOrd + Default>(v: &str) -> Result<T, String> {
+    match v.parse::<T>() {
+        Ok(n) if n > T::default() => Ok(n),
+        _ => Err("expected a whole number greater than 0".into()),
+    }
+}
+
+impl Settings {
+    /// Settings from options alone, ignoring the process environment: for embedding the
+    /// server and for tests.
+    pub fn from_args<I, S>(args: I) -> Result<Settings, ConfigError>
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        match Command::parse(args.into_iter().map(Into::into), |_| None)? {
+            Command::Run(s) => Ok(*s),
+            _ => Err(ConfigError::UnknownFlag("--help/--version".into())),
+        }
+    }
 }
 
 /// What the command line asked for.
 #[derive(Debug)]
 pub enum Command {
-    Run(Settings),
+    Run(Box<Settings>),
     Help,
     Version,
 }
@@ -237,17 +403,63 @@ impl Command {
                     _ => Err("expected plain or json".into()),
                 },
             )?,
-            shutdown_grace: parse(
-                raw("shutdown_grace_secs").unwrap_or(("30".into(), Origin::Default)),
-                |v| {
-                    v.parse::<u64>()
-                        .map(Duration::from_secs)
-                        .map_err(|_| "expected a whole number of seconds".into())
-                },
-            )?,
+            shutdown_grace: parse(or_default(raw("shutdown_grace"), "30s"), parse_duration)?,
+            datasets: raw("datasets")
+                .map(|v| parse(v, |p| Ok(PathBuf::from(p))))
+                .transpose()?,
+            demo_orders: parse(or_default(raw("demo_orders"), "1000000"), positive)?,
+            auth: {
+                let header = parse(or_default(raw("auth_header"), "x-forwarded-user"), |h| {
+                    axum::http::HeaderName::from_bytes(h.as_bytes())
+                        .map(|n| n.as_str().to_string())
+                        .map_err(|_| "not a valid HTTP header name".into())
+                })?;
+                parse(or_default(raw("auth"), "cookie"), |v| match v {
+                    "cookie" => Ok(Auth::Cookie),
+                    "header" => Ok(Auth::Header(header.clone())),
+                    _ => Err("expected cookie or header".into()),
+                })?
+            },
+            cookie_secret: raw("cookie_secret")
+                .map(|v| {
+                    parse(v, |s| {
+                        if s.len() >= 32 {
+                            Ok(Secret(s.to_string()))
+                        } else {
+                            Err("must be at least 32 characters".into())
+                        }
+                    })
+                })
+                .transpose()?,
+            worker_concurrency: parse(or_default(raw("worker_concurrency"), "2"), positive)?,
+            max_attempts: parse(or_default(raw("max_attempts"), "5"), positive)?,
+            visibility_timeout: parse(or_default(raw("visibility_timeout"), "30s"), |v| {
+                parse_duration(v).and_then(|d| {
+                    if d >= Duration::from_secs(1) {
+                        Ok(d)
+                    } else {
+                        Err("must be at least 1s".into())
+                    }
+                })
+            })?,
+            retry_base: parse(or_default(raw("retry_base"), "2s"), parse_duration)?,
+            poll_max: parse(or_default(raw("poll_max"), "2s"), parse_duration)?,
+            max_active_jobs: parse(or_default(raw("max_active_jobs"), "3"), positive)?,
+            row_cap: parse(or_default(raw("row_cap"), "10000000"), positive)?,
+            retention: parse(or_default(raw("retention"), "7d"), parse_duration)?,
+            download_ttl: parse(or_default(raw("download_ttl"), "5m"), parse_duration)?,
+            csv_crlf: parse(or_default(raw("csv_line_ending"), "crlf"), |v| match v {
+                "crlf" => Ok(true),
+                "lf" => Ok(false),
+                _ => Err("expected crlf or lf".into()),
+            })?,
         };
-        Ok(Command::Run(settings))
+        Ok(Command::Run(Box::new(settings)))
     }
+}
+
+fn or_default(value: Option<(String, Origin)>, default: &str) -> (String, Origin) {
+    value.unwrap_or_else(|| (default.to_string(), Origin::Default))
 }
 
 fn parse<T>(
@@ -330,7 +542,7 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         match Command::parse(args.iter().map(|s| s.to_string()), |k| env.get(k).cloned())? {
-            Command::Run(s) => Ok(s),
+            Command::Run(s) => Ok(*s),
             other => panic!("expected settings, got {other:?}"),
         }
     }
@@ -343,6 +555,73 @@ mod tests {
         assert_eq!(s.role, Role::All);
         assert_eq!(s.log_format, LogFormat::Plain);
         assert_eq!(s.shutdown_grace, Duration::from_secs(30));
+        assert_eq!(s.datasets, None);
+        assert_eq!(s.auth, Auth::Cookie);
+        assert_eq!(s.max_active_jobs, 3);
+        assert_eq!(s.row_cap, 10_000_000);
+        assert_eq!(s.max_attempts, 5);
+        assert_eq!(s.retention, Duration::from_secs(7 * 86_400));
+        assert!(s.csv_crlf);
+    }
+
+    #[test]
+    fn durations_accept_units_and_plain_seconds() {
+        assert_eq!(parse_duration("90"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        assert!(parse_duration("7w").unwrap_err().contains("unknown unit"));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn header_auth_uses_the_configured_header_and_secrets_are_not_printed() {
+        let s = parse_with(
+            &[],
+            &[
+                ("EXPORTAL_AUTH", "header"),
+                ("EXPORTAL_AUTH_HEADER", "X-Remote-User"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.auth, Auth::Header("x-remote-user".into()));
+        let msg = parse_with(
+            &[],
+            &[
+                ("EXPORTAL_AUTH", "header"),
+                ("EXPORTAL_AUTH_HEADER", "bad header"),
+            ],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(msg.contains("EXPORTAL_AUTH_HEADER"), "{msg}");
+
+        let secret = "s3cr3t-s3cr3t-s3cr3t-s3cr3t-s3cr3t";
+        let s = parse_with(&[], &[("EXPORTAL_COOKIE_SECRET", secret)]).unwrap();
+        assert!(!format!("{s:?}").contains(secret));
+        let msg = parse_with(&[], &[("EXPORTAL_COOKIE_SECRET", "short")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("at least 32") && msg.contains("EXPORTAL_COOKIE_SECRET"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn limits_must_be_positive() {
+        let msg = parse_with(&[], &[("EXPORTAL_MAX_ACTIVE_JOBS", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("EXPORTAL_MAX_ACTIVE_JOBS") && msg.contains("greater than 0"),
+            "{msg}"
+        );
+        let msg = parse_with(&[], &[("EXPORTAL_VISIBILITY_TIMEOUT", "100ms")])
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("at least 1s"), "{msg}");
     }
 
     #[test]
@@ -351,7 +630,7 @@ mod tests {
         let file = dir.path().join("exportal.toml");
         std::fs::write(
             &file,
-            "role = \"worker\"\nlog_format = \"json\"\nshutdown_grace_secs = 5\n",
+            "role = \"worker\"\nlog_format = \"json\"\nshutdown_grace = 5\n",
         )
         .unwrap();
         let file = file.to_str().unwrap();
@@ -399,10 +678,10 @@ mod tests {
             "{msg}"
         );
 
-        let msg = parse_with(&[], &[("EXPORTAL_SHUTDOWN_GRACE_SECS", "-1")])
+        let msg = parse_with(&[], &[("EXPORTAL_SHUTDOWN_GRACE", "-1")])
             .unwrap_err()
             .to_string();
-        assert!(msg.contains("EXPORTAL_SHUTDOWN_GRACE_SECS"), "{msg}");
+        assert!(msg.contains("EXPORTAL_SHUTDOWN_GRACE"), "{msg}");
     }
 
     #[test]

@@ -4,20 +4,38 @@
 //! `main.rs` only parses the command line; [`start`] is the whole process, so tests spawn the
 //! real thing on port 0 with a fresh data directory.
 
+pub mod blobs;
+pub mod catalog;
 pub mod config;
+pub mod embedded;
 pub mod error;
+pub mod export;
+pub mod format;
 mod http;
+pub mod identity;
+pub mod jobs;
+pub mod live;
+pub mod queue;
+pub mod service;
+pub mod source;
 pub mod state;
 pub mod telemetry;
+pub mod worker;
 
 use anyhow::Context;
-use config::Settings;
+use blobs::BlobStore;
+use catalog::Catalog;
+use config::{Role, Settings};
+use futures::FutureExt;
+use http::ReadyCheck;
 use leptos::config::LeptosOptions;
+use queue::Queue;
 use state::{AppState, Inner};
 use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -25,13 +43,15 @@ use tokio_util::sync::CancellationToken;
 pub struct Running {
     /// The address it listens on (the real port when port 0 was asked for).
     pub addr: SocketAddr,
+    /// The service layer, for tests that drive it directly (absent on a worker).
+    pub service: Option<Arc<service::Service>>,
     shutdown: CancellationToken,
     task: JoinHandle<anyhow::Result<()>>,
 }
 
 impl Running {
-    /// Stops accepting connections, closes live channels and waits for open requests, up to
-    /// the configured grace period.
+    /// Stops accepting connections, closes live channels, lets running exports finish (up to
+    /// the grace period) and waits for open requests.
     pub async fn shutdown(self) -> anyhow::Result<()> {
         self.shutdown.cancel();
         self.task.await.context("server task panicked")?
@@ -43,7 +63,83 @@ impl Running {
     }
 }
 
-/// Binds the listener and starts serving in the background.
+/// The storage the process works on.
+struct Storage {
+    jobs: jobs::Jobs,
+    queue: Arc<dyn Queue>,
+    blobs: Arc<dyn BlobStore>,
+    readiness: Vec<ReadyCheck>,
+}
+
+async fn local_storage(settings: &Settings, hub: live::Hub) -> anyhow::Result<Storage> {
+    let db = settings.data_dir.join("exportal.db");
+    let pool = embedded::open(&db)
+        .await
+        .with_context(|| format!("cannot open the embedded database {}", db.display()))?;
+    let store: Arc<dyn jobs::JobStore> = Arc::new(jobs::local::LocalJobStore::new(pool.clone()));
+    let queue: Arc<dyn Queue> = Arc::new(queue::local::LocalQueue::new(pool));
+    let blobs: Arc<dyn BlobStore> = Arc::new(
+        blobs::local::LocalBlobStore::open(&settings.data_dir.join("files"))
+            .await
+            .context("cannot prepare the files directory")?,
+    );
+    let readiness = vec![
+        ReadyCheck {
+            name: "job_store",
+            probe: {
+                let s = store.clone();
+                Arc::new(move || {
+                    let s = s.clone();
+                    async move { s.ping().await.map_err(|e| e.to_string()) }.boxed()
+                })
+            },
+        },
+        ReadyCheck {
+            name: "queue",
+            probe: {
+                let q = queue.clone();
+                Arc::new(move || {
+                    let q = q.clone();
+                    async move { q.ping().await.map_err(|e| e.to_string()) }.boxed()
+                })
+            },
+        },
+        ReadyCheck {
+            name: "files",
+            probe: {
+                let b = blobs.clone();
+                Arc::new(move || {
+                    let b = b.clone();
+                    async move { b.ping().await.map_err(|e| e.to_string()) }.boxed()
+                })
+            },
+        },
+    ];
+    Ok(Storage {
+        jobs: jobs::Jobs::new(store, hub),
+        queue,
+        blobs,
+        readiness,
+    })
+}
+
+async fn load_catalog(settings: &Settings) -> anyhow::Result<Catalog> {
+    match &settings.datasets {
+        Some(path) => Ok(Catalog::load(path).await?),
+        None => {
+            let db = settings.data_dir.join("demo.db");
+            catalog::demo::ensure_database(&db, settings.demo_orders)
+                .await
+                .context("cannot create the demo database")?;
+            Catalog::from_toml(&catalog::demo::catalog_toml(&db), &settings.data_dir)
+                .await
+                .map_err(|e| anyhow::anyhow!("demo catalogue: {e}"))
+        }
+    }
+}
+
+/// Opens storage, loads the catalogue, binds the listener and starts serving and working in
+/// the background.
 pub async fn start(settings: Settings, mut leptos: LeptosOptions) -> anyhow::Result<Running> {
     std::fs::create_dir_all(&settings.data_dir).with_context(|| {
         format!(
@@ -51,23 +147,81 @@ pub async fn start(settings: Settings, mut leptos: LeptosOptions) -> anyhow::Res
             settings.data_dir.display()
         )
     })?;
+    let temp_dir = settings.data_dir.join("tmp");
+    std::fs::create_dir_all(&temp_dir).context("cannot create the temporary directory")?;
     let listener = tokio::net::TcpListener::bind(settings.addr)
         .await
         .with_context(|| format!("cannot listen on {} (EXPORTAL_ADDR)", settings.addr))?;
     let addr = listener.local_addr()?;
     leptos.site_addr = addr;
 
+    let hub = live::Hub::new();
+    let storage = local_storage(&settings, hub.clone()).await?;
+    let catalog = Arc::new(load_catalog(&settings).await?);
+    let wake = Arc::new(Notify::new());
     let shutdown = CancellationToken::new();
+
+    let export = Arc::new(export::ExportContext {
+        catalog: catalog.clone(),
+        blobs: storage.blobs.clone(),
+        temp_dir,
+        row_cap: settings.row_cap,
+        csv_crlf: settings.csv_crlf,
+    });
+    let worker = (settings.role != Role::Web).then(|| {
+        Arc::new(worker::Worker::new(
+            storage.queue.clone(),
+            storage.jobs.clone(),
+            export.clone(),
+            worker::WorkerConfig {
+                concurrency: settings.worker_concurrency,
+                visibility: settings.visibility_timeout,
+                max_attempts: settings.max_attempts,
+                retry_base: settings.retry_base,
+                poll_max: settings.poll_max,
+                retention: settings.retention,
+                shutdown_grace: settings.shutdown_grace,
+                ..worker::WorkerConfig::default()
+            },
+            wake.clone(),
+        ))
+    });
+    let service = (settings.role != Role::Worker).then(|| {
+        Arc::new(service::Service {
+            catalog,
+            jobs: storage.jobs.clone(),
+            queue: storage.queue.clone(),
+            blobs: storage.blobs.clone(),
+            limits: service::Limits {
+                max_active_jobs: settings.max_active_jobs,
+                row_cap: settings.row_cap,
+                download_ttl: settings.download_ttl,
+            },
+            wake: wake.clone(),
+            worker: worker.clone(),
+        })
+    });
+    let identifier = Arc::new(identity::Identifier::new(
+        settings.auth.clone(),
+        settings.cookie_secret.as_ref(),
+        &settings.data_dir,
+    )?);
+
     let grace = settings.shutdown_grace;
+    let role = settings.role;
     let state = AppState {
         leptos,
         inner: Arc::new(Inner {
             settings,
             started: Instant::now(),
             shutdown: shutdown.clone(),
+            hub,
+            service: service.clone(),
+            readiness: storage.readiness,
         }),
     };
-    let router = http::router(state);
+    let router = http::router(state, identifier);
+    let worker_task = worker.map(|w| tokio::spawn(w.run(shutdown.clone())));
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
         let serve = axum::serve(listener, router)
@@ -79,11 +233,15 @@ pub async fn start(settings: Settings, mut leptos: LeptosOptions) -> anyhow::Res
                 tracing::warn!(grace_secs = grace.as_secs(), "shutdown grace period over; closing open requests");
             }
         }
+        if let Some(w) = worker_task {
+            w.await.context("worker panicked")?;
+        }
         Ok(())
     });
-    tracing::info!(url = %format!("http://{addr}"), "Exportal is listening");
+    tracing::info!(url = %format!("http://{addr}"), role = role.as_str(), "Exportal is listening");
     Ok(Running {
         addr,
+        service,
         shutdown,
         task,
     })

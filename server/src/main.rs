@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let settings = match Command::parse(std::env::args().skip(1), |k| std::env::var(k).ok()) {
-        Ok(Command::Run(settings)) => settings,
+        Ok(Command::Run(settings)) => *settings,
         Ok(Command::Help) => {
             print!("{}", help_text());
             return ExitCode::SUCCESS;

@@ -1,9 +1,16 @@
 //! The state every request handler shares.
 
 use crate::config::Settings;
+use crate::live::Hub;
+use crate::service::Service;
 use app::backend::Backend;
+use app::catalog::DatasetInfo;
+use app::error::{ApiError, ErrorCode};
+use app::jobs::{ExportRequest, Job, Preview};
 use app::status::ServerStatus;
 use axum::extract::FromRef;
+use futures::future::BoxFuture;
+use futures::FutureExt;
 use leptos::config::LeptosOptions;
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,11 +27,24 @@ pub struct Inner {
     pub started: Instant,
     /// Cancelled when the process starts shutting down.
     pub shutdown: tokio_util::sync::CancellationToken,
+    pub hub: Hub,
+    /// The service layer; absent on a `worker` instance.
+    pub service: Option<Arc<Service>>,
+    /// What `/readyz` checks.
+    pub readiness: Vec<crate::http::ReadyCheck>,
 }
 
 impl FromRef<AppState> for LeptosOptions {
     fn from_ref(state: &AppState) -> Self {
         state.leptos.clone()
+    }
+}
+
+impl Inner {
+    fn service(&self) -> Result<Arc<Service>, ApiError> {
+        self.service
+            .clone()
+            .ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "This instance runs jobs only."))
     }
 }
 
@@ -36,5 +56,51 @@ impl Backend for Inner {
             storage: "local".to_string(),
             uptime_secs: self.started.elapsed().as_secs(),
         }
+    }
+
+    fn datasets(&self) -> Vec<DatasetInfo> {
+        self.service
+            .as_ref()
+            .map(|s| s.datasets())
+            .unwrap_or_default()
+    }
+
+    fn preview(
+        &self,
+        user: String,
+        request: ExportRequest,
+    ) -> BoxFuture<'static, Result<Preview, ApiError>> {
+        let service = self.service();
+        async move { service?.preview(&user, &request).await }.boxed()
+    }
+
+    fn submit(
+        &self,
+        user: String,
+        request: ExportRequest,
+    ) -> BoxFuture<'static, Result<Job, ApiError>> {
+        let service = self.service();
+        async move {
+            service?
+                .submit(&user, request, None)
+                .await
+                .map(|(job, _)| job)
+        }
+        .boxed()
+    }
+
+    fn list(&self, user: String) -> BoxFuture<'static, Result<Vec<Job>, ApiError>> {
+        let service = self.service();
+        async move { service?.list(&user).await }.boxed()
+    }
+
+    fn cancel(&self, user: String, id: String) -> BoxFuture<'static, Result<Job, ApiError>> {
+        let service = self.service();
+        async move { service?.cancel(&user, &id).await }.boxed()
+    }
+
+    fn retry(&self, user: String, id: String) -> BoxFuture<'static, Result<Job, ApiError>> {
+        let service = self.service();
+        async move { service?.retry(&user, &id).await }.boxed()
     }
 }

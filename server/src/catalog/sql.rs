@@ -158,13 +158,20 @@ mod tests {
         let sql = "SELECT ':no', \"a:b\", `c:d`, x::text, '10:30' -- :nope\n/* :nor */ FROM t WHERE a = :yes AND b = 'it''s :x' AND c = 'x\\':y'";
         assert_eq!(placeholder_names(sql), ["yes"]);
         let b = bind(sql, ParamStyle::Dollar);
-        assert!(b.sql.contains("x::text") && b.sql.contains("a = $1"), "{}", b.sql);
+        assert!(
+            b.sql.contains("x::text") && b.sql.contains("a = $1"),
+            "{}",
+            b.sql
+        );
         assert!(b.sql.ends_with("'x\\':y'"), "{}", b.sql);
     }
 
     #[test]
     fn a_colon_inside_a_word_is_not_a_placeholder() {
         assert!(placeholder_names("SELECT a:b FROM t").is_empty());
-        assert_eq!(placeholder_names(":first, :second_2"), ["first", "second_2"]);
+        assert_eq!(
+            placeholder_names(":first, :second_2"),
+            ["first", "second_2"]
+        );
     }
 }

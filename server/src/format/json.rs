@@ -47,7 +47,8 @@ impl<W: Write> JsonWriter<W> {
 impl<W: Write + Send> RowWriter<W> for JsonWriter<W> {
     fn write_row(&mut self, row: &[Value]) -> io::Result<()> {
         if self.layout == Layout::Array {
-            self.out.write_all(if self.rows == 0 { b"\n" } else { b",\n" })?;
+            self.out
+                .write_all(if self.rows == 0 { b"\n" } else { b",\n" })?;
         }
         self.out.write_all(b"{")?;
         for (i, (key, value)) in self.keys.iter().zip(row).enumerate() {
@@ -87,7 +88,8 @@ impl<W: Write + Send> RowWriter<W> for JsonWriter<W> {
 
     fn finish(mut self: Box<Self>) -> io::Result<W> {
         if self.layout == Layout::Array {
-            self.out.write_all(if self.rows == 0 { b"]\n" } else { b"\n]\n" })?;
+            self.out
+                .write_all(if self.rows == 0 { b"]\n" } else { b"\n]\n" })?;
         }
         self.out.into_inner().map_err(|e| e.into_error())
     }

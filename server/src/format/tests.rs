@@ -5,9 +5,11 @@ use chrono::{NaiveDate, TimeZone, Utc};
 use serde_json::{json, Value as Json};
 
 fn columns() -> Vec<String> {
-    ["id", "name", "note", "total", "ratio", "paid", "day", "at", "at_utc", "blob"]
-        .map(String::from)
-        .to_vec()
+    [
+        "id", "name", "note", "total", "ratio", "paid", "day", "at", "at_utc", "blob",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 fn rows() -> Vec<Vec<Value>> {
@@ -79,8 +81,15 @@ fn ndjson_has_one_object_per_line_in_column_order() {
     let out = String::from_utf8(write(ExportFormat::Ndjson, &FormatOptions::default())).unwrap();
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 3);
-    assert!(lines[0].starts_with("{\"id\":1,\"name\":"), "keys keep column order: {}", lines[0]);
-    let parsed: Vec<Json> = lines.iter().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert!(
+        lines[0].starts_with("{\"id\":1,\"name\":"),
+        "keys keep column order: {}",
+        lines[0]
+    );
+    let parsed: Vec<Json> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(parsed, expected_json());
 }
 
@@ -90,11 +99,19 @@ fn json_is_one_array_and_empty_exports_are_valid() {
     let parsed: Vec<Json> = serde_json::from_slice(&out).unwrap();
     assert_eq!(parsed, expected_json());
 
-    let empty = open(ExportFormat::Json, &columns(), &FormatOptions::default(), Vec::new())
-        .unwrap()
-        .finish()
-        .unwrap();
-    assert_eq!(serde_json::from_slice::<Vec<Json>>(&empty).unwrap(), Vec::<Json>::new());
+    let empty = open(
+        ExportFormat::Json,
+        &columns(),
+        &FormatOptions::default(),
+        Vec::new(),
+    )
+    .unwrap()
+    .finish()
+    .unwrap();
+    assert_eq!(
+        serde_json::from_slice::<Vec<Json>>(&empty).unwrap(),
+        Vec::<Json>::new()
+    );
 }
 
 fn read_csv(bytes: &[u8]) -> Vec<Vec<String>> {
@@ -110,7 +127,10 @@ fn read_csv(bytes: &[u8]) -> Vec<Vec<String>> {
 fn csv_round_trips_quotes_commas_newlines_and_unicode_with_crlf_records() {
     let out = write(ExportFormat::Csv, &FormatOptions::default());
     let text = String::from_utf8(out.clone()).unwrap();
-    assert!(text.starts_with("id,name,note,total,ratio,paid,day,at,at_utc,blob\r\n"), "{text}");
+    assert!(
+        text.starts_with("id,name,note,total,ratio,paid,day,at,at_utc,blob\r\n"),
+        "{text}"
+    );
     let records = read_csv(&out);
     assert_eq!(records.len(), 4);
     assert_eq!(
@@ -137,7 +157,10 @@ fn csv_round_trips_quotes_commas_newlines_and_unicode_with_crlf_records() {
 fn csv_neutralises_formula_cells_but_not_typed_numbers() {
     let out = write(ExportFormat::Csv, &FormatOptions::default());
     let records = read_csv(&out);
-    assert_eq!(records[2][0], "-2", "a negative integer is data, not a formula");
+    assert_eq!(
+        records[2][0], "-2",
+        "a negative integer is data, not a formula"
+    );
     assert_eq!(records[2][3], "-0.50");
     assert_eq!(records[2][1], "'=HYPERLINK(\"http://evil\")");
     assert_eq!(records[2][2], "'@SUM(A1)");
@@ -190,14 +213,28 @@ fn xlsx_cells_are_typed_and_read_back() {
     assert_eq!(rows[0][1], Data::String("name".into()));
     assert_eq!(rows[1][0], Data::Float(1.0));
     assert_eq!(rows[1][1], Data::String("Zoë \"Z\" O'Brien, Jr.".into()));
-    assert_eq!(rows[1][2], Data::String("line one\nline two\r\nthree".into()));
+    assert_eq!(
+        rows[1][2],
+        Data::String("line one\nline two\r\nthree".into())
+    );
     assert_eq!(rows[1][3], Data::Float(12345678901234567.89));
     assert_eq!(rows[1][5], Data::Bool(true));
-    let Data::DateTime(day) = &rows[1][6] else { panic!("date cell: {:?}", rows[1][6]) };
-    assert_eq!(day.as_datetime().unwrap().date(), NaiveDate::from_ymd_opt(2024, 2, 29).unwrap());
-    let Data::DateTime(at) = &rows[1][8] else { panic!("datetime cell: {:?}", rows[1][8]) };
+    let Data::DateTime(day) = &rows[1][6] else {
+        panic!("date cell: {:?}", rows[1][6])
+    };
+    assert_eq!(
+        day.as_datetime().unwrap().date(),
+        NaiveDate::from_ymd_opt(2024, 2, 29).unwrap()
+    );
+    let Data::DateTime(at) = &rows[1][8] else {
+        panic!("datetime cell: {:?}", rows[1][8])
+    };
     assert_eq!(at.as_datetime().unwrap().to_string(), "2024-03-01 08:00:00");
-    assert_eq!(rows[2][1], Data::String("=HYPERLINK(\"http://evil\")".into()), "text stays text");
+    assert_eq!(
+        rows[2][1],
+        Data::String("=HYPERLINK(\"http://evil\")".into()),
+        "text stays text"
+    );
     assert_eq!(rows[2][3], Data::Float(-0.5));
     assert_eq!(rows[2][6], Data::Empty, "NULL is an empty cell");
     assert_eq!(rows[3][1], Data::String("日本語 🚀".into()));
@@ -216,7 +253,10 @@ fn xlsx_starts_a_new_sheet_with_a_header_when_one_is_full() {
     };
     let bytes = write(ExportFormat::Xlsx, &options);
     let mut book = Xlsx::new(std::io::Cursor::new(bytes)).unwrap();
-    assert_eq!(book.sheet_names(), vec!["Data".to_string(), "Data 2".to_string()]);
+    assert_eq!(
+        book.sheet_names(),
+        vec!["Data".to_string(), "Data 2".to_string()]
+    );
     let second = book.worksheet_range("Data 2").unwrap();
     let rows: Vec<&[Data]> = second.rows().collect();
     assert_eq!(rows.len(), 2, "header + the third row");

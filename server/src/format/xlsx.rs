@@ -50,8 +50,15 @@ impl<W: Write> XlsxWriter<W> {
 
     fn add_sheet(&mut self) -> io::Result<()> {
         let number = self.workbook.worksheets().len() + 1;
-        let sheet = self.workbook.add_worksheet_with_constant_memory();
-        let name = if number == 1 { "Data".to_string() } else { format!("Data {number}") };
+        let sheet = self
+            .workbook
+            .add_worksheet_with_constant_memory()
+            .map_err(xlsx_err)?;
+        let name = if number == 1 {
+            "Data".to_string()
+        } else {
+            format!("Data {number}")
+        };
         sheet.set_name(&name).map_err(xlsx_err)?;
         for (col, name) in self.columns.iter().enumerate() {
             sheet
@@ -71,15 +78,18 @@ impl<W: Write + Send> RowWriter<W> for XlsxWriter<W> {
             self.add_sheet()?;
         }
         let r = self.row;
-        let sheet = self.workbook.worksheet_from_index(self.sheet).map_err(xlsx_err)?;
+        let sheet = self
+            .workbook
+            .worksheet_from_index(self.sheet)
+            .map_err(xlsx_err)?;
         for (c, value) in row.iter().enumerate() {
             let c = c as u16;
             match value {
-                Value::Null => Ok(sheet),
+                Value::Null => continue,
                 Value::Bool(b) => sheet.write_boolean(r, c, *b),
                 Value::Int(i) => sheet.write_number(r, c, *i as f64),
                 Value::Float(f) if f.is_finite() => sheet.write_number(r, c, *f),
-                Value::Float(_) => Ok(sheet),
+                Value::Float(_) => continue,
                 Value::Decimal(d) => match d.parse::<f64>() {
                     Ok(f) => sheet.write_number(r, c, f),
                     Err(_) => sheet.write_string(r, c, d),
@@ -92,6 +102,7 @@ impl<W: Write + Send> RowWriter<W> for XlsxWriter<W> {
                 }
                 Value::Bytes(b) => sheet.write_string(r, c, super::base64(b)),
             }
+            .map(|_| ())
             .map_err(xlsx_err)?;
         }
         self.row += 1;
@@ -101,7 +112,8 @@ impl<W: Write + Send> RowWriter<W> for XlsxWriter<W> {
     fn finish(mut self: Box<Self>) -> io::Result<W> {
         let file = tempfile::NamedTempFile::new_in(&self.temp_dir)?;
         self.workbook.save(file.path()).map_err(xlsx_err)?;
-        let mut reader = io::BufReader::with_capacity(256 * 1024, std::fs::File::open(file.path())?);
+        let mut reader =
+            io::BufReader::with_capacity(256 * 1024, std::fs::File::open(file.path())?);
         io::copy(&mut reader, &mut self.out)?;
         Ok(self.out)
     }

@@ -5,7 +5,17 @@ use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use futures::future::BoxFuture;
 use serde::Serialize;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// One dependency check: a name and a probe that says what is wrong, if anything.
+#[derive(Clone)]
+pub struct ReadyCheck {
+    pub name: &'static str,
+    pub probe: Arc<dyn Fn() -> BoxFuture<'static, Result<(), String>> + Send + Sync>,
+}
 
 #[derive(Serialize)]
 pub struct Health {
@@ -34,9 +44,20 @@ pub struct Check {
     detail: Option<String>,
 }
 
-/// 200 when every dependency answers, 503 with the failing checks otherwise.
+/// 200 when every dependency answers (within 5 s), 503 with the failing checks otherwise.
 pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readiness>) {
-    let checks = vec![data_dir_writable(&state).await];
+    let probes = state.inner.readiness.iter().map(|c| async move {
+        let result = match tokio::time::timeout(Duration::from_secs(5), (c.probe)()).await {
+            Ok(r) => r,
+            Err(_) => Err("no answer within 5 s".to_string()),
+        };
+        Check {
+            name: c.name,
+            ok: result.is_ok(),
+            detail: result.err(),
+        }
+    });
+    let checks = futures::future::join_all(probes).await;
     let ok = checks.iter().all(|c| c.ok);
     let status = if ok {
         StatusCode::OK
@@ -50,21 +71,4 @@ pub async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Readines
             checks,
         }),
     )
-}
-
-/// The embedded store lives in the data directory: it must exist and accept writes.
-async fn data_dir_writable(state: &AppState) -> Check {
-    let probe = state.inner.settings.data_dir.join(".readyz");
-    let result = tokio::fs::write(&probe, b"ok").await;
-    let _ = tokio::fs::remove_file(&probe).await;
-    Check {
-        name: "data_dir",
-        ok: result.is_ok(),
-        detail: result.err().map(|e| {
-            format!(
-                "{} is not writable: {e}",
-                state.inner.settings.data_dir.display()
-            )
-        }),
-    }
 }

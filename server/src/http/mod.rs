@@ -1,25 +1,37 @@
-//! The HTTP surface: the Leptos page and its server functions, health probes and `/ws`.
+//! The HTTP surface: the Leptos page and its server functions, the REST API, health probes
+//! and `/ws`. Everything but the probes runs behind the identity middleware.
 
+mod api;
 mod health;
 mod live;
 
+pub use health::ReadyCheck;
+
+use crate::identity::{identify, Identifier};
 use crate::state::AppState;
 use app::backend::SharedBackend;
 use axum::routing::get;
 use axum::Router;
 use leptos::prelude::provide_context;
 use leptos_axum::{generate_route_list, LeptosRoutes};
+use std::sync::Arc;
 use tower_http::trace::TraceLayer;
 
 /// The whole application router.
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState, identifier: Arc<Identifier>) -> Router {
+    let probes = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz));
+    if state.inner.service.is_none() {
+        // A worker instance answers its probes only.
+        return probes.layer(TraceLayer::new_for_http()).with_state(state);
+    }
     let routes = generate_route_list(app::App);
     let backend: SharedBackend = state.inner.clone();
     let leptos = state.leptos.clone();
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
+    let app = Router::new()
         .route(app::live::WS_PATH, get(live::upgrade))
+        .merge(api::routes())
         .leptos_routes_with_context(
             &state,
             routes,
@@ -29,6 +41,8 @@ pub fn router(state: AppState) -> Router {
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(
             app::shell,
         ))
+        .layer(axum::middleware::from_fn_with_state(identifier, identify));
+    app.merge(probes)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -48,3 +48,181 @@ impl Value {
         }
     }
 }
+
+mod mysql;
+mod postgres;
+mod sqlite;
+
+use crate::catalog::sql::ParamStyle;
+use app::catalog::ColumnType;
+use async_trait::async_trait;
+use futures::stream::BoxStream;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// A value bound to a `:name` placeholder.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Text(String),
+    Date(NaiveDate),
+    DateTime(NaiveDateTime),
+}
+
+/// A column as the source describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceColumn {
+    pub name: String,
+    pub kind: ColumnType,
+}
+
+/// Whether trying again later may help.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceErrorKind {
+    /// The database could not be reached or timed out: worth retrying.
+    Unavailable,
+    /// The query itself failed (syntax, permission, type): retrying will not help.
+    Query,
+}
+
+/// A source failure, worded for the person who asked for the export.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct SourceError {
+    pub kind: SourceErrorKind,
+    pub message: String,
+}
+
+impl SourceError {
+    pub fn query(message: impl Into<String>) -> Self {
+        Self {
+            kind: SourceErrorKind::Query,
+            message: message.into(),
+        }
+    }
+
+    /// Classifies a driver error; `source` names the source in the message (never its URL,
+    /// which may carry a password).
+    pub fn from_sqlx(source: &str, e: sqlx::Error) -> Self {
+        use sqlx::Error as E;
+        let unavailable = |what: String| Self {
+            kind: SourceErrorKind::Unavailable,
+            message: format!("The database `{source}` is not reachable right now ({what})."),
+        };
+        match e {
+            E::Io(e) => unavailable(e.to_string()),
+            E::Tls(e) => unavailable(format!("TLS: {e}")),
+            E::PoolTimedOut => unavailable("timed out waiting for a connection".into()),
+            E::PoolClosed | E::WorkerCrashed => unavailable("its connection pool is closed".into()),
+            E::Protocol(p) => unavailable(format!("protocol error: {p}")),
+            E::Database(db) => {
+                let code = db.code().map(|c| c.to_string()).unwrap_or_default();
+                // PostgreSQL connection (08…), shutdown (57P0x) and serialisation (40…)
+                // classes, and MySQL's lost-connection/lock-wait errors, are worth a retry.
+                let transient = code.starts_with("08")
+                    || code.starts_with("57P0")
+                    || code.starts_with("40")
+                    || matches!(code.as_str(), "1205" | "1213" | "2006" | "2013" | "HY000" if db.message().contains("connection"));
+                if transient {
+                    unavailable(db.message().to_string())
+                } else {
+                    Self::query(format!(
+                        "The database `{source}` rejected the query: {}",
+                        db.message()
+                    ))
+                }
+            }
+            E::ColumnDecode { index, source: e } => {
+                Self::query(format!("A value in column {index} could not be read: {e}"))
+            }
+            other => Self::query(format!("The database `{source}` failed: {other}")),
+        }
+    }
+}
+
+/// Connection settings of one source.
+#[derive(Debug, Clone)]
+pub struct SourceOptions {
+    pub max_connections: u32,
+    pub connect_timeout: Duration,
+    /// The longest a single export query may run (0: no limit).
+    pub statement_timeout: Duration,
+}
+
+impl Default for SourceOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 4,
+            connect_timeout: Duration::from_secs(10),
+            statement_timeout: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Rows of a query, streamed.
+pub type RowStream<'a> = BoxStream<'a, Result<Vec<Value>, SourceError>>;
+
+/// A database that datasets read from.
+#[async_trait]
+pub trait Source: Send + Sync + 'static {
+    /// How this driver writes positional parameters.
+    fn style(&self) -> ParamStyle;
+    /// The columns `sql` (already in this driver's parameter style) returns, without running it.
+    async fn describe(&self, sql: &str) -> Result<Vec<SourceColumn>, SourceError>;
+    /// Streams the rows of `sql` with `params` bound in order.
+    fn rows<'a>(&'a self, sql: &'a str, params: &'a [Param]) -> RowStream<'a>;
+    /// Checks that the database answers.
+    async fn ping(&self) -> Result<(), SourceError>;
+}
+
+/// Opens a source from its URL: `sqlite:`, `postgres:`/`postgresql:` or `mysql:`/`mariadb:`.
+pub async fn connect(
+    name: &str,
+    url: &str,
+    options: &SourceOptions,
+) -> Result<Arc<dyn Source>, SourceError> {
+    let scheme = url.split(':').next().unwrap_or_default();
+    match scheme {
+        "sqlite" => Ok(Arc::new(
+            sqlite::SqliteSource::connect(name, url, options).await?,
+        )),
+        "postgres" | "postgresql" => Ok(Arc::new(
+            postgres::PgSource::connect(name, url, options).await?,
+        )),
+        "mysql" | "mariadb" => Ok(Arc::new(
+            mysql::MySqlSource::connect(name, url, options).await?,
+        )),
+        _ => Err(SourceError::query(format!(
+            "source `{name}`: unsupported URL scheme `{scheme}:` (use sqlite:, postgres: or mysql:)"
+        ))),
+    }
+}
+
+/// `SELECT COUNT(*)` around a query, for the estimate shown before an export.
+pub fn count_sql(sql: &str) -> String {
+    format!(
+        "SELECT COUNT(*) FROM ({}) AS exportal_count",
+        sql.trim().trim_end_matches(';')
+    )
+}
+
+/// Parses the text forms SQLite and others use for timestamps.
+pub(crate) fn parse_datetime_text(s: &str) -> Option<Value> {
+    if let Ok(ts) = DateTime::parse_from_rfc3339(s) {
+        return Some(Value::Timestamp(ts.with_timezone(&Utc)));
+    }
+    for fmt in [
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%dT%H:%M",
+    ] {
+        if let Ok(dt) = NaiveDateTime::parse_from_str(s, fmt) {
+            return Some(Value::DateTime(dt));
+        }
+    }
+    None
+}

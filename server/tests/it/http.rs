@@ -1,42 +1,14 @@
-//! The server as a client sees it: spawned for real on port 0 with a fresh data directory.
+//! The process as a client sees it: probes, the page, server functions, the live channel.
 
+use crate::support::TestServer;
 use futures::{SinkExt, StreamExt};
-use leptos::config::LeptosOptions;
 use serde_json::Value;
-use server::config::{LogFormat, Role, Settings};
 use std::time::Duration;
-use tokio_tungstenite::tungstenite::Message;
-
-struct TestServer {
-    running: server::Running,
-    data: tempfile::TempDir,
-}
-
-impl TestServer {
-    async fn start() -> Self {
-        let data = tempfile::tempdir().unwrap();
-        let settings = Settings {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            data_dir: data.path().join("data"),
-            role: Role::All,
-            log_format: LogFormat::Plain,
-            shutdown_grace: Duration::from_secs(5),
-        };
-        let leptos = LeptosOptions::builder().output_name("exportal").build();
-        let running = server::start(settings, leptos)
-            .await
-            .expect("server starts");
-        TestServer { running, data }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.running.addr)
-    }
-}
+use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
 
 #[tokio::test]
 async fn healthz_answers_while_the_process_is_up() {
-    let server = TestServer::start().await;
+    let server = TestServer::start(&[]).await;
     let res = reqwest::get(server.url("/healthz")).await.unwrap();
     assert_eq!(res.status(), 200);
     let body: Value = res.json().await.unwrap();
@@ -46,46 +18,53 @@ async fn healthz_answers_while_the_process_is_up() {
 }
 
 #[tokio::test]
-async fn readyz_reports_an_unwritable_data_directory() {
-    let server = TestServer::start().await;
+async fn readyz_checks_every_store_and_reports_the_one_that_fails() {
+    let server = TestServer::start(&[]).await;
     let res = reqwest::get(server.url("/readyz")).await.unwrap();
     assert_eq!(res.status(), 200);
-    assert_eq!(res.json::<Value>().await.unwrap()["status"], "ready");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["status"], "ready");
+    let names: Vec<&str> = body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["job_store", "queue", "files"]);
 
-    // Replace the data directory by a plain file: writes into it must now fail.
-    let dir = server.data.path().join("data");
-    std::fs::remove_dir_all(&dir).unwrap();
-    std::fs::write(&dir, b"not a directory").unwrap();
+    // Replace the files directory by a plain file: writes into it must now fail.
+    let files = server.files_dir();
+    std::fs::remove_dir_all(&files).unwrap();
+    std::fs::write(&files, b"not a directory").unwrap();
     let res = reqwest::get(server.url("/readyz")).await.unwrap();
     assert_eq!(res.status(), 503);
     let body: Value = res.json().await.unwrap();
     assert_eq!(body["status"], "unavailable");
-    assert_eq!(body["checks"][0]["name"], "data_dir");
-    assert_eq!(body["checks"][0]["ok"], false);
-    assert!(body["checks"][0]["detail"]
-        .as_str()
+    let files_check = body["checks"]
+        .as_array()
         .unwrap()
-        .contains("not writable"));
+        .iter()
+        .find(|c| c["name"] == "files")
+        .unwrap();
+    assert_eq!(files_check["ok"], false);
+    assert!(files_check["detail"].as_str().is_some());
     server.running.shutdown().await.unwrap();
 }
 
 #[tokio::test]
 async fn the_page_is_rendered_on_the_server() {
-    let server = TestServer::start().await;
-    let res = reqwest::get(server.url("/")).await.unwrap();
+    let server = TestServer::start(&[]).await;
+    let alice = server.user("alice");
+    let res = alice.get("/").send().await.unwrap();
     assert_eq!(res.status(), 200);
     let html = res.text().await.unwrap();
     assert!(html.contains("<title>Exportal</title>"), "{html}");
-    assert!(
-        html.contains("data-testid=\"server-version\""),
-        "status not rendered: {html}"
-    );
     assert!(
         html.contains("/pkg/exportal.js"),
         "hydration script missing"
     );
 
-    let res = reqwest::get(server.url("/no/such/page")).await.unwrap();
+    let res = alice.get("/no/such/page").send().await.unwrap();
     assert_eq!(res.status(), 404);
     assert!(res.text().await.unwrap().contains("Page not found"));
     server.running.shutdown().await.unwrap();
@@ -93,9 +72,10 @@ async fn the_page_is_rendered_on_the_server() {
 
 #[tokio::test]
 async fn the_status_server_function_answers_over_http() {
-    let server = TestServer::start().await;
-    let res = reqwest::Client::new()
-        .post(server.url("/api/fn/status"))
+    let server = TestServer::start(&[]).await;
+    let res = server
+        .user("alice")
+        .post("/api/fn/status")
         .header("content-type", "application/x-www-form-urlencoded")
         .send()
         .await
@@ -109,10 +89,15 @@ async fn the_status_server_function_answers_over_http() {
 }
 
 #[tokio::test]
-async fn the_websocket_greets_first_and_closes_for_a_restart_on_shutdown() {
-    let server = TestServer::start().await;
-    let url = format!("ws://{}/ws", server.running.addr);
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+async fn the_websocket_sends_a_snapshot_first_and_closes_for_a_restart_on_shutdown() {
+    let server = TestServer::start(&[]).await;
+    let mut request = format!("ws://{}/ws", server.running.addr)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("x-forwarded-user", "alice".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request)
         .await
         .expect("ws connects");
     let first = tokio::time::timeout(Duration::from_secs(5), ws.next())
@@ -123,9 +108,11 @@ async fn the_websocket_greets_first_and_closes_for_a_restart_on_shutdown() {
     let Message::Text(text) = first else {
         panic!("expected text, got {first:?}")
     };
-    let hello: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(hello["type"], "hello");
-    assert_eq!(hello["version"], env!("CARGO_PKG_VERSION"));
+    let snapshot: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        snapshot,
+        serde_json::json!({"type": "snapshot", "jobs": []})
+    );
 
     // Whatever the page sends does not break the channel.
     ws.send(Message::Text("noise".into())).await.unwrap();
@@ -150,14 +137,16 @@ async fn the_websocket_greets_first_and_closes_for_a_restart_on_shutdown() {
 async fn a_busy_port_is_a_clear_start_up_error() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let data = tempfile::tempdir().unwrap();
-    let settings = Settings {
-        addr: taken.local_addr().unwrap(),
-        data_dir: data.path().to_path_buf(),
-        role: Role::All,
-        log_format: LogFormat::Plain,
-        shutdown_grace: Duration::from_secs(1),
-    };
-    let leptos = LeptosOptions::builder().output_name("exportal").build();
+    let settings = server::config::Settings::from_args([
+        "--addr".to_string(),
+        taken.local_addr().unwrap().to_string(),
+        "--data-dir".to_string(),
+        data.path().display().to_string(),
+    ])
+    .unwrap();
+    let leptos = leptos::config::LeptosOptions::builder()
+        .output_name("exportal")
+        .build();
     let Err(e) = server::start(settings, leptos).await else {
         panic!("started on a busy port")
     };

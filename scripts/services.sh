@@ -1,0 +1,72 @@
+# Starts the database servers the tests use — PostgreSQL and MariaDB from Debian's packages —
+# in a throw-away directory on free loopback ports, and stops them on exit.
+#
+#   source scripts/services.sh; start_services "$work"
+#
+# Exports EXPORTAL_TEST_POSTGRES_URL and EXPORTAL_TEST_MYSQL_URL for the tests, and the
+# servers' PIDs for stop_services (only these processes are ever stopped).
+# shellcheck shell=bash
+
+SERVICE_PIDS=()
+
+start_postgres() {
+  local dir=$1/postgres port
+  chmod 755 "$1"
+  port=$(free_port)
+  local bin
+  bin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
+  mkdir -p "$dir"
+  chown postgres: "$dir"
+  # PostgreSQL refuses to run as root: run it as the packages' postgres user.
+  runuser -u postgres -- "$bin/initdb" -D "$dir/data" -U exportal --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1
+  runuser -u postgres -- "$bin/postgres" -D "$dir/data" -h 127.0.0.1 -p "$port" -k "$dir" \
+    -c fsync=off -c synchronous_commit=off -c full_page_writes=off >"$dir/server.log" 2>&1 &
+  for _ in $(seq 1 100); do
+    "$bin/pg_isready" -q -h 127.0.0.1 -p "$port" && break
+    sleep 0.2
+  done
+  "$bin/pg_isready" -q -h 127.0.0.1 -p "$port" || { cat "$dir/server.log"; return 1; }
+  # The postmaster's own PID (runuser's would not pass a signal on reliably).
+  SERVICE_PIDS+=("$(head -n 1 "$dir/data/postmaster.pid")")
+  "$bin/createdb" -h 127.0.0.1 -p "$port" -U exportal exportal_test
+  export EXPORTAL_TEST_POSTGRES_URL="postgres://exportal@127.0.0.1:$port/exportal_test"
+  export EXPORTAL_TEST_POSTGRES_BIN="$bin"
+}
+
+start_mariadb() {
+  local dir=$1/mariadb port
+  port=$(free_port)
+  mkdir -p "$dir"
+  mariadb-install-db --no-defaults --user=root --datadir="$dir/data" --auth-root-authentication-method=normal \
+    --skip-test-db >"$dir/install.log" 2>&1
+  mariadbd --no-defaults --user=root --datadir="$dir/data" --socket="$dir/mysqld.sock" --pid-file="$dir/mysqld.pid" \
+    --bind-address=127.0.0.1 --port="$port" --skip-name-resolve --innodb-flush-log-at-trx-commit=0 \
+    --character-set-server=utf8mb4 --collation-server=utf8mb4_unicode_ci >"$dir/server.log" 2>&1 &
+  SERVICE_PIDS+=($!)
+  for _ in $(seq 1 150); do
+    mariadb --no-defaults -uroot --socket="$dir/mysqld.sock" -e 'SELECT 1' >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  mariadb --no-defaults -uroot --socket="$dir/mysqld.sock" -e "
+    CREATE DATABASE exportal_test CHARACTER SET utf8mb4;
+    CREATE USER 'exportal'@'127.0.0.1' IDENTIFIED BY 'exportal';
+    GRANT ALL ON exportal_test.* TO 'exportal'@'127.0.0.1';" || { cat "$dir/server.log"; return 1; }
+  export EXPORTAL_TEST_MYSQL_URL="mysql://exportal:exportal@127.0.0.1:$port/exportal_test"
+}
+
+start_services() {
+  start_postgres "$1"
+  start_mariadb "$1"
+}
+
+stop_services() {
+  local pid
+  for pid in "${SERVICE_PIDS[@]}"; do
+    kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${SERVICE_PIDS[@]}"; do
+    # Wait for a clean stop so that the data directories can be removed.
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  done
+  SERVICE_PIDS=()
+}

@@ -1,0 +1,531 @@
+//! The catalogue of datasets an operator declares (`EXPORTAL_DATASETS`, a TOML file), checked
+//! once at start-up, and the checking of what a user asks of a dataset.
+//!
+//! Users never write SQL: they pick a dataset, give values for its declared parameters (bound,
+//! never spliced) and choose among the columns the query was found to return.
+
+pub mod demo;
+pub mod sql;
+
+use crate::source::{self, Param, Source, SourceOptions};
+use app::catalog::{ColumnInfo, DatasetInfo, ParamInfo, ParamType};
+use app::jobs::ExportFormat;
+use chrono::{DateTime, NaiveDate, NaiveDateTime};
+use serde::Deserialize;
+use sql::BoundSql;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The placeholder bound to the caller's identity.
+pub const USER_PLACEHOLDER: &str = "user";
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSpec {
+    #[serde(default)]
+    sources: BTreeMap<String, SourceSpec>,
+    #[serde(default)]
+    datasets: Vec<DatasetSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SourceSpec {
+    url: String,
+    max_connections: Option<u32>,
+    connect_timeout_secs: Option<u64>,
+    statement_timeout_secs: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DatasetSpec {
+    id: String,
+    title: String,
+    #[serde(default)]
+    description: String,
+    source: String,
+    sql: String,
+    formats: Option<Vec<String>>,
+    #[serde(default)]
+    params: Vec<ParamSpec>,
+    /// Columns exempt from CSV formula protection (known-safe, e.g. signed numbers stored as text).
+    #[serde(default)]
+    csv_raw_columns: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ParamSpec {
+    name: String,
+    #[serde(rename = "type")]
+    kind: ParamType,
+    #[serde(default)]
+    required: bool,
+    default: Option<toml::Value>,
+    values: Option<Vec<String>>,
+    label: Option<String>,
+}
+
+/// A dataset ready to be exported.
+pub struct Dataset {
+    pub info: DatasetInfo,
+    pub source_name: String,
+    pub source: Arc<dyn Source>,
+    /// The SQL in the source's parameter style.
+    pub bound: BoundSql,
+    /// `SELECT COUNT(*)` around it, same parameters.
+    pub count: BoundSql,
+    pub csv_raw_columns: Vec<String>,
+}
+
+/// All datasets, by id.
+pub struct Catalog {
+    datasets: Vec<Arc<Dataset>>,
+    sources: Vec<(String, Arc<dyn Source>)>,
+}
+
+/// A problem in the datasets file, naming where it is.
+#[derive(Debug, thiserror::Error)]
+#[error("datasets file {file}: {problem}")]
+pub struct CatalogError {
+    pub file: String,
+    pub problem: String,
+}
+
+/// One wrong parameter or column in a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub field: String,
+    pub message: String,
+}
+
+impl Catalog {
+    /// Reads, validates and connects the catalogue in `path`.
+    pub async fn load(path: &Path) -> Result<Catalog, CatalogError> {
+        let file = path.display().to_string();
+        let err = |problem: String| CatalogError {
+            file: file.clone(),
+            problem,
+        };
+        let text =
+            std::fs::read_to_string(path).map_err(|e| err(format!("cannot be read: {e}")))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::from_toml(&text, base).await.map_err(err)
+    }
+
+    /// Builds the catalogue from TOML text; relative SQLite paths are resolved against `base`.
+    pub async fn from_toml(text: &str, base: &Path) -> Result<Catalog, String> {
+        let spec: FileSpec =
+            toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+        if spec.datasets.is_empty() {
+            return Err("declares no datasets (add at least one [[datasets]] table)".into());
+        }
+        let mut sources: HashMap<String, Arc<dyn Source>> = HashMap::new();
+        for (name, s) in &spec.sources {
+            let options = SourceOptions {
+                max_connections: s.max_connections.unwrap_or(4).max(1),
+                connect_timeout: Duration::from_secs(s.connect_timeout_secs.unwrap_or(10)),
+                statement_timeout: Duration::from_secs(s.statement_timeout_secs.unwrap_or(3600)),
+            };
+            let url = resolve_sqlite_path(&s.url, base);
+            let src = source::connect(name, &url, &options)
+                .await
+                .map_err(|e| format!("source `{name}`: {e}"))?;
+            sources.insert(name.clone(), src);
+        }
+        let mut datasets: Vec<Arc<Dataset>> = Vec::new();
+        for d in spec.datasets {
+            if datasets.iter().any(|x| x.info.id == d.id) {
+                return Err(format!("dataset `{}` is declared twice", d.id));
+            }
+            let id = d.id.clone();
+            datasets.push(Arc::new(
+                build_dataset(d, &sources)
+                    .await
+                    .map_err(|e| format!("dataset `{id}`: {e}"))?,
+            ));
+        }
+        let mut sources: Vec<(String, Arc<dyn Source>)> = sources.into_iter().collect();
+        sources.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(Catalog { datasets, sources })
+    }
+
+    pub fn get(&self, id: &str) -> Option<Arc<Dataset>> {
+        self.datasets.iter().find(|d| d.info.id == id).cloned()
+    }
+
+    pub fn infos(&self) -> Vec<DatasetInfo> {
+        self.datasets.iter().map(|d| d.info.clone()).collect()
+    }
+
+    /// The sources, for readiness checks.
+    pub fn sources(&self) -> &[(String, Arc<dyn Source>)] {
+        &self.sources
+    }
+}
+
+fn resolve_sqlite_path(url: &str, base: &Path) -> String {
+    let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
+        return url.to_string();
+    };
+    if rest.starts_with('/') || rest.starts_with(":memory:") {
+        return url.to_string();
+    }
+    format!("sqlite://{}", base.join(rest).display())
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+}
+
+async fn build_dataset(
+    d: DatasetSpec,
+    sources: &HashMap<String, Arc<dyn Source>>,
+) -> Result<Dataset, String> {
+    if !valid_id(&d.id) {
+        return Err("key `id`: use only a-z, 0-9, `_` and `-`".into());
+    }
+    if d.title.trim().is_empty() {
+        return Err("key `title`: must not be empty".into());
+    }
+    let source = sources.get(&d.source).ok_or_else(|| {
+        let mut known: Vec<&str> = sources.keys().map(String::as_str).collect();
+        known.sort();
+        format!(
+            "key `source`: no source named `{}` (declared: {})",
+            d.source,
+            known.join(", ")
+        )
+    })?;
+    let formats = match &d.formats {
+        None => ExportFormat::ALL.to_vec(),
+        Some(list) if list.is_empty() => return Err("key `formats`: must not be empty".into()),
+        Some(list) => list
+            .iter()
+            .map(|f| {
+                ExportFormat::parse(f).ok_or_else(|| {
+                    format!("key `formats`: unknown format `{f}` (use csv, ndjson, json, xlsx)")
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    let mut params = Vec::new();
+    for p in &d.params {
+        if p.name == USER_PLACEHOLDER {
+            return Err(format!("params: `{USER_PLACEHOLDER}` is reserved for the caller's identity; use :{USER_PLACEHOLDER} in the SQL without declaring it"));
+        }
+        if !p
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+            || p.name.is_empty()
+        {
+            return Err(format!(
+                "params: invalid name `{}` (letters, digits and `_`)",
+                p.name
+            ));
+        }
+        if params.iter().any(|x: &ParamInfo| x.name == p.name) {
+            return Err(format!("params: `{}` is declared twice", p.name));
+        }
+        let values = match (p.kind, &p.values) {
+            (ParamType::Enum, None) => {
+                return Err(format!(
+                    "param `{}`: an enum needs `values = [...]`",
+                    p.name
+                ))
+            }
+            (ParamType::Enum, Some(v)) if v.is_empty() => {
+                return Err(format!("param `{}`: `values` must not be empty", p.name))
+            }
+            (ParamType::Enum, Some(v)) => Some(v.clone()),
+            (_, Some(_)) => {
+                return Err(format!(
+                    "param `{}`: `values` is only for enum parameters",
+                    p.name
+                ))
+            }
+            (_, None) => None,
+        };
+        let mut info = ParamInfo {
+            name: p.name.clone(),
+            kind: p.kind,
+            required: p.required,
+            default: None,
+            values,
+            label: p.label.clone(),
+        };
+        if let Some(default) = &p.default {
+            let json = toml_to_json(default);
+            check_value(&info, &json)
+                .map_err(|m| format!("param `{}`: key `default`: {m}", p.name))?;
+            info.default = Some(json);
+        }
+        params.push(info);
+    }
+    let names = sql::placeholder_names(&d.sql);
+    for n in &names {
+        if n != USER_PLACEHOLDER && !params.iter().any(|p| &p.name == n) {
+            return Err(format!(
+                "key `sql`: placeholder :{n} is not a declared parameter"
+            ));
+        }
+    }
+    for p in &params {
+        if !names.contains(&p.name) {
+            return Err(format!(
+                "params: `{}` is declared but the SQL never uses :{}",
+                p.name, p.name
+            ));
+        }
+    }
+    let bound = sql::bind(&d.sql, source.style());
+    let count = sql::bind(&source::count_sql(&d.sql), source.style());
+    let columns = source
+        .describe(&bound.sql)
+        .await
+        .map_err(|e| format!("key `sql`: {e}"))?;
+    if columns.is_empty() {
+        return Err("key `sql`: the query returns no columns".into());
+    }
+    for c in &d.csv_raw_columns {
+        if !columns.iter().any(|x| &x.name == c) {
+            return Err(format!(
+                "key `csv_raw_columns`: the query has no column `{c}`"
+            ));
+        }
+    }
+    Ok(Dataset {
+        info: DatasetInfo {
+            id: d.id,
+            title: d.title,
+            description: d.description,
+            columns: columns
+                .into_iter()
+                .map(|c| ColumnInfo {
+                    name: c.name,
+                    kind: c.kind,
+                })
+                .collect(),
+            params,
+            formats,
+        },
+        source_name: d.source,
+        source: source.clone(),
+        bound,
+        count,
+        csv_raw_columns: d.csv_raw_columns,
+    })
+}
+
+fn toml_to_json(v: &toml::Value) -> serde_json::Value {
+    match v {
+        toml::Value::String(s) => serde_json::Value::String(s.clone()),
+        toml::Value::Integer(i) => serde_json::Value::from(*i),
+        toml::Value::Float(f) => serde_json::Value::from(*f),
+        toml::Value::Boolean(b) => serde_json::Value::Bool(*b),
+        toml::Value::Datetime(d) => serde_json::Value::String(d.to_string()),
+        other => serde_json::Value::String(other.to_string()),
+    }
+}
+
+/// Checks one value against its parameter and converts it for binding.
+pub fn check_value(p: &ParamInfo, v: &serde_json::Value) -> Result<Param, String> {
+    use serde_json::Value as J;
+    let text = match v {
+        J::String(s) => Some(s.trim()),
+        _ => None,
+    };
+    match (p.kind, v) {
+        (_, J::Null) => Ok(Param::Null),
+        (ParamType::String, J::String(s)) => Ok(Param::Text(s.clone())),
+        (ParamType::Integer, J::Number(n)) if n.is_i64() => {
+            Ok(Param::Int(n.as_i64().unwrap_or_default()))
+        }
+        (ParamType::Integer, J::String(_)) => text
+            .and_then(|t| t.parse::<i64>().ok())
+            .map(Param::Int)
+            .ok_or_else(|| "expected a whole number".into()),
+        (ParamType::Number, J::Number(n)) => n
+            .as_f64()
+            .map(Param::Float)
+            .ok_or_else(|| "expected a number".into()),
+        (ParamType::Number, J::String(_)) => text
+            .and_then(|t| t.parse::<f64>().ok())
+            .filter(|f| f.is_finite())
+            .map(Param::Float)
+            .ok_or_else(|| "expected a number".into()),
+        (ParamType::Boolean, J::Bool(b)) => Ok(Param::Bool(*b)),
+        (ParamType::Boolean, J::String(_)) => match text {
+            Some("true") => Ok(Param::Bool(true)),
+            Some("false") => Ok(Param::Bool(false)),
+            _ => Err("expected true or false".into()),
+        },
+        (ParamType::Date, J::String(_)) => {
+            NaiveDate::parse_from_str(text.unwrap_or_default(), "%Y-%m-%d")
+                .map(Param::Date)
+                .map_err(|_| "expected a date as YYYY-MM-DD".into())
+        }
+        (ParamType::Datetime, J::String(_)) => parse_datetime(text.unwrap_or_default())
+            .map(Param::DateTime)
+            .ok_or_else(|| {
+                "expected a date and time as YYYY-MM-DDTHH:MM[:SS] (UTC) or RFC 3339".into()
+            }),
+        (ParamType::Enum, J::String(s)) => {
+            let values = p.values.as_deref().unwrap_or_default();
+            if values.iter().any(|x| x == s) {
+                Ok(Param::Text(s.clone()))
+            } else {
+                Err(format!("expected one of: {}", values.join(", ")))
+            }
+        }
+        (kind, _) => Err(format!(
+            "expected a {}",
+            serde_json::to_value(kind)
+                .unwrap_or_default()
+                .as_str()
+                .unwrap_or("value")
+        )),
+    }
+}
+
+fn parse_datetime(s: &str) -> Option<NaiveDateTime> {
+    if let Ok(ts) = DateTime::parse_from_rfc3339(s) {
+        return Some(ts.naive_utc());
+    }
+    [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%d %H:%M",
+    ]
+    .iter()
+    .find_map(|f| NaiveDateTime::parse_from_str(s, f).ok())
+}
+
+/// A request checked against its dataset: values to bind and column positions to write.
+#[derive(Debug, Clone)]
+pub struct Checked {
+    /// One value per slot of the dataset's SQL.
+    pub params: Vec<Param>,
+    /// The values as stored on the job (defaults filled in).
+    pub params_json: BTreeMap<String, serde_json::Value>,
+    /// Positions in the query's columns, in output order.
+    pub column_positions: Vec<usize>,
+    pub columns: Vec<String>,
+}
+
+impl Dataset {
+    /// Checks user parameters and columns; every problem is reported, not just the first.
+    pub fn check(
+        &self,
+        params: &BTreeMap<String, serde_json::Value>,
+        columns: Option<&[String]>,
+        user: &str,
+    ) -> Result<Checked, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        for name in params.keys() {
+            if !self.info.params.iter().any(|p| &p.name == name) {
+                let known: Vec<&str> = self.info.params.iter().map(|p| p.name.as_str()).collect();
+                errors.push(FieldError {
+                    field: format!("params.{name}"),
+                    message: if known.is_empty() {
+                        format!("unknown parameter `{name}`: this dataset takes none")
+                    } else {
+                        format!(
+                            "unknown parameter `{name}` (this dataset takes: {})",
+                            known.join(", ")
+                        )
+                    },
+                });
+            }
+        }
+        let mut values: HashMap<&str, Param> = HashMap::new();
+        let mut params_json = BTreeMap::new();
+        for p in &self.info.params {
+            let given = params
+                .get(&p.name)
+                .filter(|v| !v.is_null() && v.as_str() != Some(""));
+            let value = given.or(p.default.as_ref());
+            match value {
+                None if p.required => errors.push(FieldError {
+                    field: format!("params.{}", p.name),
+                    message: format!("`{}` is required", p.label.as_deref().unwrap_or(&p.name)),
+                }),
+                None => {
+                    values.insert(&p.name, Param::Null);
+                }
+                Some(v) => match check_value(p, v) {
+                    Ok(param) => {
+                        values.insert(&p.name, param);
+                        params_json.insert(p.name.clone(), v.clone());
+                    }
+                    Err(m) => errors.push(FieldError {
+                        field: format!("params.{}", p.name),
+                        message: format!("`{}`: {m}", p.label.as_deref().unwrap_or(&p.name)),
+                    }),
+                },
+            }
+        }
+        values.insert(USER_PLACEHOLDER, Param::Text(user.to_string()));
+
+        let all: Vec<&str> = self.info.columns.iter().map(|c| c.name.as_str()).collect();
+        let mut positions = Vec::new();
+        match columns {
+            None => positions.extend(0..all.len()),
+            Some([]) => errors.push(FieldError {
+                field: "columns".into(),
+                message: "choose at least one column".into(),
+            }),
+            Some(list) => {
+                for c in list {
+                    match all.iter().position(|a| a == c) {
+                        Some(_) if list.iter().filter(|x| *x == c).count() > 1 => {
+                            if !errors
+                                .iter()
+                                .any(|e| e.message.contains(&format!("`{c}` is chosen twice")))
+                            {
+                                errors.push(FieldError {
+                                    field: "columns".into(),
+                                    message: format!("column `{c}` is chosen twice"),
+                                });
+                            }
+                        }
+                        Some(i) => positions.push(i),
+                        None => errors.push(FieldError {
+                            field: "columns".into(),
+                            message: format!(
+                                "unknown column `{c}` (available: {})",
+                                all.join(", ")
+                            ),
+                        }),
+                    }
+                }
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        let slots = self
+            .bound
+            .slots
+            .iter()
+            .map(|s| values.get(s.as_str()).cloned().unwrap_or(Param::Null))
+            .collect();
+        Ok(Checked {
+            params: slots,
+            params_json,
+            columns: positions.iter().map(|&i| all[i].to_string()).collect(),
+            column_positions: positions,
+        })
+    }
+}

@@ -1,0 +1,452 @@
+//! The one service layer behind both the REST API and the page's server functions: every
+//! check (ownership, limits, validation) is made here, once.
+
+use crate::blobs::{BlobError, BlobMeta, BlobStore, Download};
+use crate::catalog::{Catalog, FieldError};
+use crate::export;
+use crate::jobs::{Jobs, StoreError};
+use crate::queue::{JobMessage, Queue};
+use crate::source::{Param, Value};
+use crate::worker::Worker;
+use app::catalog::DatasetInfo;
+use app::error::{ApiError, ErrorCode};
+use app::jobs::{ExportRequest, Job, JobError, JobStatus, Preview, Progress};
+use chrono::Utc;
+use futures::StreamExt;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Rows shown in a preview.
+pub const PREVIEW_ROWS: usize = 20;
+/// The longest a submit waits for the row count before going ahead without it.
+const COUNT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Jobs listed per user.
+const LIST_LIMIT: usize = 200;
+
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_active_jobs: usize,
+    pub row_cap: u64,
+    pub download_ttl: Duration,
+}
+
+pub struct Service {
+    pub catalog: Arc<Catalog>,
+    pub jobs: Jobs,
+    pub queue: Arc<dyn Queue>,
+    pub blobs: Arc<dyn BlobStore>,
+    pub limits: Limits,
+    /// Wakes a worker on this instance at once after a submit.
+    pub wake: Arc<Notify>,
+    /// The worker of this instance, if it runs one (role `all`): cancels reach it directly.
+    pub worker: Option<Arc<Worker>>,
+}
+
+fn store_error(e: StoreError) -> ApiError {
+    match e {
+        StoreError::NotFound => not_found(),
+        StoreError::Conflict => ApiError::new(
+            ErrorCode::Conflict,
+            "The export changed at the same moment; try again.",
+        ),
+        StoreError::Unavailable(cause) => {
+            tracing::error!("job store unavailable: {cause}");
+            ApiError::new(
+                ErrorCode::Unavailable,
+                "Exports are unavailable right now; try again in a moment.",
+            )
+        }
+    }
+}
+
+fn not_found() -> ApiError {
+    ApiError::not_found("No export with this id.")
+}
+
+fn field_errors(errors: Vec<FieldError>) -> ApiError {
+    let text: Vec<String> = errors.into_iter().map(|e| e.message).collect();
+    ApiError::bad_request(format!("{}.", text.join("; ")))
+}
+
+/// Preview cells as JSON, mapped like the NDJSON format.
+fn json_cell(v: Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match v {
+        Value::Null => J::Null,
+        Value::Bool(b) => J::Bool(b),
+        Value::Int(i) => J::from(i),
+        Value::Float(f) => serde_json::Number::from_f64(f)
+            .map(J::Number)
+            .unwrap_or(J::Null),
+        Value::Text(s) => J::String(s),
+        other => {
+            let mut s = String::new();
+            other.write_plain(&mut s);
+            J::String(s)
+        }
+    }
+}
+
+impl Service {
+    pub fn datasets(&self) -> Vec<DatasetInfo> {
+        self.catalog.infos()
+    }
+
+    fn dataset(&self, id: &str) -> Result<Arc<crate::catalog::Dataset>, ApiError> {
+        self.catalog
+            .get(id)
+            .ok_or_else(|| ApiError::bad_request(format!("Unknown dataset `{id}`.")))
+    }
+
+    fn check_request(
+        &self,
+        user: &str,
+        req: &ExportRequest,
+    ) -> Result<(Arc<crate::catalog::Dataset>, crate::catalog::Checked), ApiError> {
+        let dataset = self.dataset(&req.dataset)?;
+        if !dataset.info.formats.contains(&req.format) {
+            let allowed: Vec<&str> = dataset.info.formats.iter().map(|f| f.as_str()).collect();
+            return Err(ApiError::bad_request(format!(
+                "The dataset `{}` cannot be exported as {}; choose one of: {}.",
+                req.dataset,
+                req.format,
+                allowed.join(", ")
+            )));
+        }
+        if req.gzip && !req.format.can_gzip() {
+            return Err(ApiError::bad_request(
+                "XLSX files are already compressed; gzip is only for csv, ndjson and json.",
+            ));
+        }
+        let checked = dataset
+            .check(&req.params, req.columns.as_deref(), user)
+            .map_err(field_errors)?;
+        Ok((dataset, checked))
+    }
+
+    /// Counts the rows an export would have, if the source answers quickly.
+    async fn estimate(&self, dataset: &crate::catalog::Dataset, params: &[Param]) -> Option<u64> {
+        let count = async {
+            let mut rows = dataset.source.rows(&dataset.count.sql, params);
+            match rows.next().await {
+                Some(Ok(row)) => match row.first() {
+                    Some(Value::Int(n)) => u64::try_from(*n).ok(),
+                    _ => None,
+                },
+                _ => None,
+            }
+        };
+        tokio::time::timeout(COUNT_TIMEOUT, count)
+            .await
+            .ok()
+            .flatten()
+    }
+
+    pub async fn preview(&self, user: &str, req: &ExportRequest) -> Result<Preview, ApiError> {
+        let (dataset, checked) = self.check_request(user, req)?;
+        let rows = async {
+            let mut stream = dataset.source.rows(&dataset.bound.sql, &checked.params);
+            let mut rows = Vec::new();
+            while rows.len() < PREVIEW_ROWS {
+                match stream.next().await {
+                    Some(Ok(row)) => rows.push(
+                        checked
+                            .column_positions
+                            .iter()
+                            .map(|&i| json_cell(row[i].clone()))
+                            .collect::<Vec<_>>(),
+                    ),
+                    Some(Err(e)) => {
+                        return Err(ApiError::new(
+                            if e.kind == crate::source::SourceErrorKind::Unavailable {
+                                ErrorCode::Unavailable
+                            } else {
+                                ErrorCode::BadRequest
+                            },
+                            e.message,
+                        ))
+                    }
+                    None => break,
+                }
+            }
+            Ok(rows)
+        };
+        let (rows, estimated_rows) = tokio::join!(
+            tokio::time::timeout(Duration::from_secs(15), rows),
+            self.estimate(&dataset, &checked.params)
+        );
+        let rows = rows.map_err(|_| {
+            ApiError::new(
+                ErrorCode::Unavailable,
+                "The preview took too long; try narrower filters.",
+            )
+        })??;
+        Ok(Preview {
+            columns: checked.columns,
+            rows,
+            estimated_rows,
+        })
+    }
+
+    /// Validates, applies the user's limits, stores the job and queues it.
+    pub async fn submit(
+        &self,
+        user: &str,
+        req: ExportRequest,
+        idempotency_key: Option<&str>,
+    ) -> Result<(Job, bool), ApiError> {
+        if let Some(key) = idempotency_key {
+            if key.is_empty() || key.len() > 200 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+                return Err(ApiError::bad_request(
+                    "Idempotency-Key must be 1 to 200 visible ASCII characters.",
+                ));
+            }
+        }
+        let (dataset, checked) = self.check_request(user, &req)?;
+        if let Some(key) = idempotency_key {
+            // A repeated submit returns the first job even when the user is now at the limit.
+            if let Some(existing) = self.find_by_key(user, key).await? {
+                return Ok((existing, false));
+            }
+        }
+        let active = self
+            .jobs
+            .store
+            .active_count(user)
+            .await
+            .map_err(store_error)?;
+        if active >= self.limits.max_active_jobs {
+            return Err(ApiError::new(
+                ErrorCode::TooManyRequests,
+                format!(
+                    "You already have {active} exports in progress (the limit is {}). Wait for one to finish or cancel one.",
+                    self.limits.max_active_jobs
+                ),
+            ));
+        }
+        let total_rows = self.estimate(&dataset, &checked.params).await;
+        if let Some(n) = total_rows.filter(|&n| n > self.limits.row_cap) {
+            return Err(ApiError::bad_request(format!(
+                "This export would have {n} rows; one export may have at most {}. Narrow the filters and try again.",
+                self.limits.row_cap
+            )));
+        }
+        let job = Job {
+            id: uuid::Uuid::now_v7().simple().to_string(),
+            owner: user.to_string(),
+            dataset: dataset.info.id.clone(),
+            format: req.format,
+            gzip: req.gzip,
+            status: JobStatus::Queued,
+            params: checked.params_json,
+            columns: checked.columns,
+            created_at: Utc::now(),
+            started_at: None,
+            finished_at: None,
+            attempts: 0,
+            progress: Progress {
+                rows: 0,
+                bytes: 0,
+                total_rows,
+            },
+            error: None,
+            file: None,
+            cancel_requested: false,
+            revision: 0,
+        };
+        let (job, created) = self
+            .jobs
+            .create(&job, idempotency_key)
+            .await
+            .map_err(store_error)?;
+        if created {
+            self.enqueue(&job).await?;
+        }
+        Ok((job, created))
+    }
+
+    async fn find_by_key(&self, user: &str, key: &str) -> Result<Option<Job>, ApiError> {
+        self.jobs
+            .store
+            .find_by_key(user, key)
+            .await
+            .map_err(store_error)
+    }
+
+    async fn enqueue(&self, job: &Job) -> Result<(), ApiError> {
+        if let Err(e) = self
+            .queue
+            .send(&JobMessage::new(&job.id).encode(), Duration::ZERO)
+            .await
+        {
+            tracing::error!(job = %job.id, "cannot queue the job: {e}");
+            let _ = self
+                .jobs
+                .modify(&job.id, |j| {
+                    j.status = JobStatus::Failed;
+                    j.finished_at = Some(Utc::now());
+                    j.error = Some(JobError {
+                        code: "queue_unavailable".into(),
+                        message: "The export could not be queued; try again.".into(),
+                    });
+                    true
+                })
+                .await;
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "The export could not be queued; try again in a moment.",
+            ));
+        }
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    pub async fn list(&self, user: &str) -> Result<Vec<Job>, ApiError> {
+        self.jobs
+            .store
+            .list(user, LIST_LIMIT)
+            .await
+            .map_err(store_error)
+    }
+
+    /// The job, if it is the user's; someone else's job is "not found", so ids can't be probed.
+    pub async fn get(&self, user: &str, id: &str) -> Result<Job, ApiError> {
+        match self.jobs.get(id).await.map_err(store_error)? {
+            Some(job) if job.owner == user => Ok(job),
+            _ => Err(not_found()),
+        }
+    }
+
+    pub async fn cancel(&self, user: &str, id: &str) -> Result<Job, ApiError> {
+        self.get(user, id).await?;
+        let job = self
+            .jobs
+            .modify(id, |j| {
+                if j.status.is_final() || j.cancel_requested {
+                    return false;
+                }
+                j.cancel_requested = true;
+                // A job no worker holds yet ends at once; a running one ends when its worker stops.
+                if j.status != JobStatus::Running {
+                    j.status = JobStatus::Cancelled;
+                    j.finished_at = Some(Utc::now());
+                    j.error = Some(JobError {
+                        code: "cancelled".into(),
+                        message: "Cancelled at your request.".into(),
+                    });
+                }
+                true
+            })
+            .await
+            .map_err(store_error)?;
+        if let Some(worker) = &self.worker {
+            worker.cancel_local(id);
+        }
+        if job.status.is_final() && job.status != JobStatus::Cancelled && !job.cancel_requested {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                format!("The export has already {}.", job.status),
+            ));
+        }
+        Ok(job)
+    }
+
+    /// Runs a failed or cancelled export again, as the same job.
+    pub async fn retry(&self, user: &str, id: &str) -> Result<Job, ApiError> {
+        let job = self.get(user, id).await?;
+        if !matches!(job.status, JobStatus::Failed | JobStatus::Cancelled) {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                "Only failed or cancelled exports can be retried.",
+            ));
+        }
+        let active = self
+            .jobs
+            .store
+            .active_count(user)
+            .await
+            .map_err(store_error)?;
+        if active >= self.limits.max_active_jobs {
+            return Err(ApiError::new(
+                ErrorCode::TooManyRequests,
+                format!(
+                    "You already have {active} exports in progress (the limit is {}).",
+                    self.limits.max_active_jobs
+                ),
+            ));
+        }
+        let job = self
+            .jobs
+            .modify(id, |j| {
+                if !matches!(j.status, JobStatus::Failed | JobStatus::Cancelled) {
+                    return false;
+                }
+                j.status = JobStatus::Queued;
+                j.cancel_requested = false;
+                j.error = None;
+                j.attempts = 0;
+                j.started_at = None;
+                j.finished_at = None;
+                j.progress = Progress {
+                    rows: 0,
+                    bytes: 0,
+                    total_rows: j.progress.total_rows,
+                };
+                true
+            })
+            .await
+            .map_err(store_error)?;
+        if job.status != JobStatus::Queued {
+            return Err(ApiError::new(
+                ErrorCode::Conflict,
+                "Only failed or cancelled exports can be retried.",
+            ));
+        }
+        self.enqueue(&job).await?;
+        Ok(job)
+    }
+
+    pub async fn download(&self, user: &str, id: &str) -> Result<(Download, BlobMeta), ApiError> {
+        let job = self.get(user, id).await?;
+        let file = match (&job.status, &job.file) {
+            (JobStatus::Succeeded, Some(file)) => file.clone(),
+            (JobStatus::Expired, _) => {
+                return Err(ApiError::new(
+                    ErrorCode::NotFound,
+                    "This export has expired and its file was removed.",
+                ))
+            }
+            _ => {
+                return Err(ApiError::new(
+                    ErrorCode::Conflict,
+                    format!(
+                        "The export is {}; there is no file to download yet.",
+                        job.status
+                    ),
+                ))
+            }
+        };
+        let meta = BlobMeta {
+            content_type: file.content_type.clone(),
+            filename: file.name.clone(),
+        };
+        match self
+            .blobs
+            .download(&export::blob_name(&job), &meta, self.limits.download_ttl)
+            .await
+        {
+            Ok(d) => Ok((d, meta)),
+            Err(BlobError::NotFound) => {
+                Err(ApiError::not_found("The file of this export is missing."))
+            }
+            Err(e) => {
+                tracing::error!(job = %job.id, "download failed: {e}");
+                Err(ApiError::new(
+                    ErrorCode::Unavailable,
+                    "The file cannot be read right now; try again in a moment.",
+                ))
+            }
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! PostgreSQL through sqlx. Rows arrive as the server sends them (no client-side buffering of
+//! the result); every column's decoder is chosen once, from the first row's types.
+
+use super::{Param, RowStream, Source, SourceColumn, SourceError, SourceOptions, Value};
+use crate::catalog::sql::ParamStyle;
+use app::catalog::ColumnType;
+use async_trait::async_trait;
+use futures::StreamExt;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Column, Executor, Row, TypeInfo, ValueRef};
+use std::str::FromStr;
+
+pub struct PgSource {
+    name: String,
+    pool: PgPool,
+}
+
+impl PgSource {
+    pub async fn connect(
+        name: &str,
+        url: &str,
+        options: &SourceOptions,
+    ) -> Result<Self, SourceError> {
+        let mut connect = PgConnectOptions::from_str(url)
+            .map_err(|e| {
+                SourceError::query(format!("source `{name}`: invalid PostgreSQL URL: {e}"))
+            })?
+            .application_name("exportal");
+        if !options.statement_timeout.is_zero() {
+            connect = connect.options([(
+                "statement_timeout",
+                format!("{}ms", options.statement_timeout.as_millis()),
+            )]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.connect_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(|e| SourceError::from_sqlx(name, e))?;
+        Ok(Self {
+            name: name.to_string(),
+            pool,
+        })
+    }
+}
+
+/// How a PostgreSQL type is read.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Bool,
+    I16,
+    I32,
+    I64,
+    F32,
+    F64,
+    Numeric,
+    Text,
+    Date,
+    Timestamp,
+    TimestampTz,
+    Bytes,
+    Unsupported,
+}
+
+fn kind(type_name: &str) -> Kind {
+    match type_name {
+        "BOOL" => Kind::Bool,
+        "INT2" => Kind::I16,
+        "INT4" => Kind::I32,
+        "INT8" => Kind::I64,
+        "FLOAT4" => Kind::F32,
+        "FLOAT8" => Kind::F64,
+        "NUMERIC" => Kind::Numeric,
+        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "CITEXT" => Kind::Text,
+        "DATE" => Kind::Date,
+        "TIMESTAMP" => Kind::Timestamp,
+        "TIMESTAMPTZ" => Kind::TimestampTz,
+        "BYTEA" => Kind::Bytes,
+        _ => Kind::Unsupported,
+    }
+}
+
+fn column_type(k: Kind) -> ColumnType {
+    match k {
+        Kind::Bool => ColumnType::Boolean,
+        Kind::I16 | Kind::I32 | Kind::I64 => ColumnType::Integer,
+        Kind::F32 | Kind::F64 => ColumnType::Number,
+        Kind::Numeric => ColumnType::Decimal,
+        Kind::Text => ColumnType::Text,
+        Kind::Date => ColumnType::Date,
+        Kind::Timestamp | Kind::TimestampTz => ColumnType::Datetime,
+        Kind::Bytes => ColumnType::Bytes,
+        Kind::Unsupported => ColumnType::Unknown,
+    }
+}
+
+fn decode(row: &PgRow, kinds: &[(Kind, String)]) -> Result<Vec<Value>, SourceError> {
+    let mut out = Vec::with_capacity(kinds.len());
+    for (i, (k, type_name)) in kinds.iter().enumerate() {
+        let raw = row
+            .try_get_raw(i)
+            .map_err(|e| SourceError::query(e.to_string()))?;
+        if raw.is_null() {
+            out.push(Value::Null);
+            continue;
+        }
+        let v: Result<Value, sqlx::Error> = (|| {
+            Ok(match k {
+                Kind::Bool => Value::Bool(row.try_get(i)?),
+                Kind::I16 => Value::Int(row.try_get::<i16, _>(i)?.into()),
+                Kind::I32 => Value::Int(row.try_get::<i32, _>(i)?.into()),
+                Kind::I64 => Value::Int(row.try_get(i)?),
+                Kind::F32 => Value::Float(row.try_get::<f32, _>(i)?.into()),
+                Kind::F64 => Value::Float(row.try_get(i)?),
+                Kind::Numeric => {
+                    let text = raw.as_bytes().ok().and_then(numeric_text);
+                    Value::Decimal(
+                        text.ok_or_else(|| sqlx::Error::Decode("unreadable NUMERIC value".into()))?,
+                    )
+                }
+                Kind::Text => Value::Text(row.try_get(i)?),
+                Kind::Date => Value::Date(row.try_get(i)?),
+                Kind::Timestamp => Value::DateTime(row.try_get(i)?),
+                Kind::TimestampTz => Value::Timestamp(row.try_get(i)?),
+                Kind::Bytes => Value::Bytes(row.try_get(i)?),
+                Kind::Unsupported => {
+                    return Err(sqlx::Error::Decode(
+                        format!(
+                            "column `{}` has type {type_name}, which Exportal does not export; \
+                             cast it in the dataset's SQL (for example `{}::text`)",
+                            row.columns()[i].name(),
+                            row.columns()[i].name()
+                        )
+                        .into(),
+                    ))
+                }
+            })
+        })();
+        out.push(v.map_err(|e| match e {
+            sqlx::Error::Decode(m) => SourceError::query(m.to_string()),
+            other => SourceError::query(other.to_string()),
+        })?);
+    }
+    Ok(out)
+}
+
+/// The exact text of a NUMERIC in PostgreSQL's binary format, with its display scale
+/// (`12.50` stays `12.50`), which the driver's decimal conversions do not keep.
+fn numeric_text(b: &[u8]) -> Option<String> {
+    use std::fmt::Write as _;
+    let word = |i: usize| b.get(i..i + 2).map(|w| u16::from_be_bytes([w[0], w[1]]));
+    let ndigits = word(0)? as usize;
+    let weight = word(2)? as i16 as i32;
+    let sign = word(4)?;
+    let dscale = word(6)? as usize;
+    match sign {
+        0xC000 => return Some("NaN".into()),
+        0xD000 => return Some("Infinity".into()),
+        0xF000 => return Some("-Infinity".into()),
+        _ => {}
+    }
+    if b.len() < 8 + 2 * ndigits {
+        return None;
+    }
+    let digit = |i: i32| -> u16 {
+        if i >= 0 && (i as usize) < ndigits {
+            word(8 + 2 * i as usize).unwrap_or(0)
+        } else {
+            0
+        }
+    };
+    let mut s = String::new();
+    if sign == 0x4000 {
+        s.push('-');
+    }
+    if weight < 0 {
+        s.push('0');
+    } else {
+        for i in 0..=weight {
+            let _ = if i == 0 {
+                write!(s, "{}", digit(i))
+            } else {
+                write!(s, "{:04}", digit(i))
+            };
+        }
+    }
+    if dscale > 0 {
+        let mut fraction = String::new();
+        let mut i = weight + 1;
+        while fraction.len() < dscale {
+            let _ = write!(fraction, "{:04}", digit(i));
+            i += 1;
+        }
+        fraction.truncate(dscale);
+        s.push('.');
+        s.push_str(&fraction);
+    }
+    Some(s)
+}
+
+#[async_trait]
+impl Source for PgSource {
+    fn style(&self) -> ParamStyle {
+        ParamStyle::Dollar
+    }
+
+    async fn describe(&self, sql: &str) -> Result<Vec<SourceColumn>, SourceError> {
+        let described = (&self.pool)
+            .describe(sql)
+            .await
+            .map_err(|e| SourceError::from_sqlx(&self.name, e))?;
+        Ok(described
+            .columns()
+            .iter()
+            .map(|c| SourceColumn {
+                name: c.name().to_string(),
+                kind: column_type(kind(c.type_info().name())),
+            })
+            .collect())
+    }
+
+    fn rows<'a>(&'a self, sql: &'a str, params: &'a [Param]) -> RowStream<'a> {
+        let mut query = sqlx::query(sql);
+        for p in params {
+            query = match p {
+                Param::Null => query.bind(None::<String>),
+                Param::Bool(b) => query.bind(*b),
+                Param::Int(i) => query.bind(*i),
+                Param::Float(f) => query.bind(*f),
+                Param::Text(s) => query.bind(s.as_str()),
+                Param::Date(d) => query.bind(*d),
+                Param::DateTime(dt) => query.bind(*dt),
+            };
+        }
+        let name = self.name.as_str();
+        let mut kinds: Option<Vec<(Kind, String)>> = None;
+        query
+            .fetch(&self.pool)
+            .map(move |row| {
+                let row = row.map_err(|e| SourceError::from_sqlx(name, e))?;
+                let kinds = kinds.get_or_insert_with(|| {
+                    row.columns()
+                        .iter()
+                        .map(|c| (kind(c.type_info().name()), c.type_info().name().to_string()))
+                        .collect()
+                });
+                decode(&row, kinds)
+            })
+            .boxed()
+    }
+
+    async fn ping(&self) -> Result<(), SourceError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| SourceError::from_sqlx(&self.name, e))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::numeric_text;
+
+    fn numeric(ndigits: u16, weight: i16, sign: u16, dscale: u16, digits: &[u16]) -> Vec<u8> {
+        let mut b = Vec::new();
+        for w in [ndigits, weight as u16, sign, dscale]
+            .into_iter()
+            .chain(digits.iter().copied())
+        {
+            b.extend_from_slice(&w.to_be_bytes());
+        }
+        b
+    }
+
+    #[test]
+    fn numerics_keep_their_display_scale() {
+        assert_eq!(
+            numeric_text(&numeric(2, 1, 0, 2, &[1, 2345])).unwrap(),
+            "12345.00"
+        );
+        assert_eq!(
+            numeric_text(&numeric(3, 1, 0, 2, &[1, 2345, 6700])).unwrap(),
+            "12345.67"
+        );
+        assert_eq!(
+            numeric_text(&numeric(1, -1, 0x4000, 2, &[5000])).unwrap(),
+            "-0.50"
+        );
+        assert_eq!(numeric_text(&numeric(0, 0, 0, 2, &[])).unwrap(), "0.00");
+        assert_eq!(
+            numeric_text(&numeric(1, -2, 0, 6, &[12])).unwrap(),
+            "0.000000"
+        );
+        assert_eq!(
+            numeric_text(&numeric(1, -2, 0, 8, &[12])).unwrap(),
+            "0.00000012"
+        );
+        assert_eq!(
+            numeric_text(&numeric(1, 2, 0, 0, &[7])).unwrap(),
+            "700000000"
+        );
+        assert_eq!(numeric_text(&numeric(0, 0, 0xC000, 0, &[])).unwrap(), "NaN");
+        assert_eq!(numeric_text(&[0, 1]), None);
+    }
+}

@@ -1,0 +1,164 @@
+//! A crash in the middle of an export: the server process is killed with SIGKILL while it
+//! writes the file, then started again on the same data directory. The job must complete
+//! exactly once, with one correct file and no partial file left behind.
+
+use serde_json::{json, Value};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const ORDERS: u64 = 400_000;
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn spawn(data: &std::path::Path, port: u16) -> Proc {
+    let child = Command::new(env!("CARGO_BIN_EXE_server"))
+        .args(["--addr", &format!("127.0.0.1:{port}")])
+        .args(["--data-dir", &data.display().to_string()])
+        .args(["--auth", "header", "--demo-orders", &ORDERS.to_string()])
+        .args(["--visibility-timeout", "2s", "--poll-max", "200ms"])
+        .env("LEPTOS_OUTPUT_NAME", "exportal")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("the server binary starts");
+    Proc(child)
+}
+
+async fn wait_healthy(base: &str) {
+    for _ in 0..600 {
+        if let Ok(res) = reqwest::get(format!("{base}/healthz")).await {
+            if res.status() == 200 {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the server did not come up at {base}");
+}
+
+fn partials(data: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(data.join("files").join(".partial"))
+        .map(|d| {
+            d.map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn finished_files(data: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(data.join("files"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .filter(|n| n != ".partial")
+        .collect()
+}
+
+#[tokio::test]
+async fn a_killed_server_finishes_the_export_exactly_once_after_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+
+    let first = spawn(&data, port);
+    wait_healthy(&base).await;
+    let job: Value = http
+        .post(format!("{base}/api/v1/exports"))
+        .header("x-forwarded-user", "alice")
+        .json(&json!({"dataset": "orders", "format": "csv"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = job["id"].as_str().unwrap().to_string();
+
+    // Kill as soon as the file is being written.
+    let mut seen = false;
+    for _ in 0..2000 {
+        if !partials(&data).is_empty() {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(seen, "the export never started writing");
+    drop(first);
+    assert_eq!(
+        partials(&data).len(),
+        1,
+        "the killed process left its partial file"
+    );
+    assert!(finished_files(&data).is_empty(), "nothing was committed");
+
+    let _second = spawn(&data, port);
+    wait_healthy(&base).await;
+    let done = loop {
+        let job: Value = http
+            .get(format!("{base}/api/v1/exports/{id}"))
+            .header("x-forwarded-user", "alice")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if ["succeeded", "failed", "cancelled"].contains(&job["status"].as_str().unwrap()) {
+            break job;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["attempts"], 2, "one interrupted attempt, one complete");
+    assert_eq!(done["file"]["rows"], ORDERS);
+    assert_eq!(
+        finished_files(&data),
+        [format!("{id}.csv")],
+        "exactly one file"
+    );
+    assert!(partials(&data).is_empty(), "no partial file is left");
+
+    let csv = http
+        .get(format!("{base}/api/v1/exports/{id}/download"))
+        .header("x-forwarded-user", "alice")
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let mut reader = csv::Reader::from_reader(&csv[..]);
+    let ids: Vec<u64> = reader
+        .records()
+        .map(|r| r.unwrap()[0].parse().unwrap())
+        .collect();
+    assert_eq!(ids.len() as u64, ORDERS);
+    assert!(
+        ids.windows(2).all(|w| w[1] == w[0] + 1),
+        "every row once, in order"
+    );
+    let list: Value = http
+        .get(format!("{base}/api/v1/exports"))
+        .header("x-forwarded-user", "alice")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list.as_array().unwrap().len(), 1);
+}

@@ -1,0 +1,12 @@
+//! Integration tests: the server spawned for real (port 0, fresh data directory), real SQLite,
+//! PostgreSQL and MariaDB (started by scripts/test.sh), real files.
+//!
+//! One test binary keeps link time down; each file is one area of behaviour.
+
+mod api;
+mod crash;
+mod http;
+mod queue;
+mod sources;
+mod support;
+mod worker;

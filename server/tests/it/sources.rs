@@ -1,0 +1,337 @@
+//! Every driver through the real pipeline into every format, parsed back and compared with
+//! the rows in the database: NULLs, Unicode, quotes, newlines, decimals, timestamps, booleans
+//! and formula-like text. PostgreSQL and MariaDB are the servers scripts/test.sh starts.
+
+use crate::support::service_url;
+use app::jobs::{ExportFormat, Job, JobStatus, Progress};
+use serde_json::{json, Value};
+use server::blobs::local::LocalBlobStore;
+use server::catalog::Catalog;
+use server::export::{self, Counters, ExportContext, ExportFailure};
+use sqlx::Executor;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// The rows every database holds, as NDJSON reads them back.
+fn expected(decimals_exact: bool) -> Vec<Value> {
+    let dec = |exact: &str, float: f64| {
+        if decimals_exact {
+            json!(exact)
+        } else {
+            json!(float)
+        }
+    };
+    vec![
+        json!({"id": 1, "name": "Zoë \"Z\" O'Brien, Jr.", "note": "line one\nline two", "amount": dec("12345.67", 12345.67),
+               "ratio": 0.5, "active": true, "born": "2024-02-29", "seen_at": "2024-03-01T12:30:45"}),
+        json!({"id": 2, "name": "=HYPERLINK(\"http://evil\")", "note": null, "amount": dec("-0.50", -0.5),
+               "ratio": -1.25, "active": false, "born": null, "seen_at": null}),
+        json!({"id": 3, "name": "日本語 🚀", "note": "@SUM(A1), \"quoted\"", "amount": if decimals_exact { json!("0.00") } else { json!(0) },
+               "ratio": null, "active": null, "born": "1999-12-31", "seen_at": "1999-12-31T23:59:59"}),
+    ]
+}
+
+const INSERT: &str = "INSERT INTO {t} (id, name, note, amount, ratio, active, born, seen_at) VALUES
+ (1, 'Zoë \"Z\" O''Brien, Jr.', 'line one\nline two', 12345.67, 0.5, TRUE, '2024-02-29', '2024-03-01 12:30:45'),
+ (2, '=HYPERLINK(\"http://evil\")', NULL, -0.50, -1.25, FALSE, NULL, NULL),
+ (3, '日本語 🚀', '@SUM(A1), \"quoted\"', 0, NULL, NULL, '1999-12-31', '1999-12-31 23:59:59')";
+
+fn table_name() -> String {
+    format!("t_{}", uuid::Uuid::new_v4().simple())
+}
+
+fn catalog_toml(url: &str, table: &str) -> String {
+    format!(
+        r#"
+[sources.db]
+url = "{url}"
+
+[[datasets]]
+id = "things"
+title = "Things"
+source = "db"
+sql = "SELECT id, name, note, amount, ratio, active, born, seen_at FROM {table} WHERE id >= :min_id ORDER BY id"
+
+[[datasets.params]]
+name = "min_id"
+type = "integer"
+required = true
+"#
+    )
+}
+
+fn job(format: ExportFormat, columns: Vec<String>) -> Job {
+    Job {
+        id: uuid::Uuid::new_v4().simple().to_string(),
+        owner: "alice".into(),
+        dataset: "things".into(),
+        format,
+        gzip: false,
+        status: JobStatus::Running,
+        params: [("min_id".to_string(), json!(1))].into_iter().collect(),
+        columns,
+        created_at: chrono::Utc::now(),
+        started_at: None,
+        finished_at: None,
+        attempts: 1,
+        progress: Progress::default(),
+        error: None,
+        file: None,
+        cancel_requested: false,
+        revision: 1,
+    }
+}
+
+/// Exports the table in every format and checks each file against the expected rows.
+async fn check_every_format(catalog_text: String, decimals_exact: bool) {
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Arc::new(
+        Catalog::from_toml(&catalog_text, dir.path())
+            .await
+            .expect("catalogue loads"),
+    );
+    let info = catalog.get("things").unwrap().info.clone();
+    let kinds: Vec<Value> = info
+        .columns
+        .iter()
+        .map(|c| serde_json::to_value(c.kind).unwrap())
+        .collect();
+    assert_eq!(kinds[0], "integer");
+    assert_eq!(kinds[1], "text");
+    let columns: Vec<String> = info.columns.iter().map(|c| c.name.clone()).collect();
+    let files = dir.path().join("files");
+    let ctx = ExportContext {
+        catalog,
+        blobs: Arc::new(LocalBlobStore::open(&files).await.unwrap()),
+        temp_dir: dir.path().to_path_buf(),
+        row_cap: 1000,
+        csv_crlf: true,
+    };
+    let expected = expected(decimals_exact);
+    for format in ExportFormat::ALL {
+        let job = job(format, columns.clone());
+        let out = export::run(
+            &ctx,
+            &job,
+            &CancellationToken::new(),
+            Arc::new(Counters::default()),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{format}: {e}"));
+        assert_eq!(out.rows, 3, "{format}");
+        let bytes = std::fs::read(files.join(export::blob_name(&job))).unwrap();
+        assert_eq!(bytes.len() as u64, out.bytes);
+        match format {
+            ExportFormat::Ndjson => {
+                let rows: Vec<Value> = std::str::from_utf8(&bytes)
+                    .unwrap()
+                    .lines()
+                    .map(|l| serde_json::from_str(l).unwrap())
+                    .collect();
+                assert_eq!(rows, expected, "ndjson");
+            }
+            ExportFormat::Json => {
+                let rows: Vec<Value> = serde_json::from_slice(&bytes).unwrap();
+                assert_eq!(rows, expected, "json");
+            }
+            ExportFormat::Csv => {
+                let mut reader = csv::Reader::from_reader(&bytes[..]);
+                assert_eq!(
+                    reader.headers().unwrap().iter().collect::<Vec<_>>(),
+                    columns
+                );
+                let rows: Vec<Vec<String>> = reader
+                    .records()
+                    .map(|r| r.unwrap().iter().map(String::from).collect())
+                    .collect();
+                for (row, want) in rows.iter().zip(&expected) {
+                    for (cell, column) in row.iter().zip(&columns) {
+                        let want = &want[column];
+                        let text = match want {
+                            Value::Null => String::new(),
+                            Value::String(s)
+                                if ["=", "+", "-", "@"].iter().any(|p| s.starts_with(p))
+                                    && column != "amount" =>
+                            {
+                                format!("'{s}")
+                            }
+                            Value::String(s) => s.clone(),
+                            other => other.to_string(),
+                        };
+                        assert_eq!(cell, &text, "csv column {column}");
+                    }
+                }
+                assert_eq!(rows.len(), 3);
+            }
+            ExportFormat::Xlsx => {
+                use calamine::{Data, Reader};
+                let mut book = calamine::Xlsx::new(std::io::Cursor::new(bytes)).unwrap();
+                let range = book.worksheet_range("Data").unwrap();
+                let rows: Vec<&[Data]> = range.rows().collect();
+                assert_eq!(rows.len(), 4);
+                assert_eq!(rows[1][0], Data::Float(1.0));
+                assert_eq!(rows[1][1], Data::String("Zoë \"Z\" O'Brien, Jr.".into()));
+                assert_eq!(rows[1][3], Data::Float(12345.67));
+                assert_eq!(rows[1][5], Data::Bool(true));
+                assert!(
+                    matches!(rows[1][6], Data::DateTime(_)),
+                    "date cell: {:?}",
+                    rows[1][6]
+                );
+                assert!(
+                    matches!(rows[1][7], Data::DateTime(_)),
+                    "datetime cell: {:?}",
+                    rows[1][7]
+                );
+                assert_eq!(
+                    rows[2][1],
+                    Data::String("=HYPERLINK(\"http://evil\")".into())
+                );
+                assert_eq!(rows[2][2], Data::Empty);
+                assert_eq!(rows[3][1], Data::String("日本語 🚀".into()));
+            }
+        }
+    }
+
+    // A query the database rejects at run time is a permanent failure with its reason.
+    let mut bad = job(ExportFormat::Csv, columns.clone());
+    bad.params.insert("min_id".into(), json!(1));
+    bad.columns = vec!["nope".into()];
+    let e = export::run(
+        &ctx,
+        &bad,
+        &CancellationToken::new(),
+        Arc::new(Counters::default()),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            ExportFailure::Permanent {
+                code: "dataset_changed",
+                ..
+            }
+        ),
+        "{e:?}"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_rows_survive_every_format() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("things.db");
+    let url = format!("sqlite://{}?mode=rwc", db.display());
+    let pool = sqlx::SqlitePool::connect(&url).await.unwrap();
+    let table = table_name();
+    pool.execute(format!(
+        "CREATE TABLE {table} (id INTEGER PRIMARY KEY, name TEXT NOT NULL, note TEXT, amount NUMERIC, ratio REAL, active BOOLEAN, born DATE, seen_at DATETIME)"
+    ).as_str()).await.unwrap();
+    pool.execute(INSERT.replace("{t}", &table).replace("\\n", "\n").as_str())
+        .await
+        .unwrap();
+    pool.close().await;
+    // SQLite has no decimal type: NUMERIC values come back as numbers.
+    check_every_format(
+        catalog_toml(&format!("sqlite://{}", db.display()), &table),
+        false,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn postgres_rows_survive_every_format() {
+    let url = service_url("EXPORTAL_TEST_POSTGRES_URL");
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let table = table_name();
+    pool.execute(format!(
+        "CREATE TABLE {table} (id BIGINT PRIMARY KEY, name TEXT NOT NULL, note TEXT, amount NUMERIC(12,2), ratio DOUBLE PRECISION, active BOOLEAN, born DATE, seen_at TIMESTAMP)"
+    ).as_str()).await.unwrap();
+    pool.execute(
+        INSERT
+            .replace("{t}", &table)
+            .replace("'line one\\nline two'", "E'line one\\nline two'")
+            .as_str(),
+    )
+    .await
+    .unwrap();
+    check_every_format(catalog_toml(&url, &table), true).await;
+    pool.execute(format!("DROP TABLE {table}").as_str())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn mariadb_rows_survive_every_format() {
+    let url = service_url("EXPORTAL_TEST_MYSQL_URL");
+    let pool = sqlx::MySqlPool::connect(&url).await.unwrap();
+    let table = table_name();
+    pool.execute(format!(
+        "CREATE TABLE {table} (id BIGINT PRIMARY KEY, name TEXT NOT NULL, note TEXT, amount DECIMAL(12,2), ratio DOUBLE, active BOOLEAN, born DATE, seen_at DATETIME) CHARACTER SET utf8mb4"
+    ).as_str()).await.unwrap();
+    pool.execute(INSERT.replace("{t}", &table).as_str())
+        .await
+        .unwrap();
+    check_every_format(catalog_toml(&url, &table), true).await;
+    pool.execute(format!("DROP TABLE {table}").as_str())
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn an_unreachable_database_is_a_clear_start_up_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let toml = catalog_toml(
+        &format!("postgres://nobody:secret@127.0.0.1:{port}/db"),
+        "t",
+    )
+    .replace("[sources.db]", "[sources.db]\nconnect_timeout_secs = 2");
+    let e = Catalog::from_toml(&toml, std::path::Path::new("."))
+        .await
+        .err()
+        .expect("must fail");
+    assert!(
+        e.contains("source `db`") && e.contains("not reachable"),
+        "{e}"
+    );
+    assert!(!e.contains("secret"), "the password must not leak: {e}");
+}
+
+#[tokio::test]
+async fn datasets_file_mistakes_name_the_dataset_and_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("x.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=rwc", db.display()))
+        .await
+        .unwrap();
+    pool.execute("CREATE TABLE t (id INTEGER, owner TEXT)")
+        .await
+        .unwrap();
+    pool.close().await;
+    let base = format!("[sources.s]\nurl = \"sqlite://{}\"\n", db.display());
+    let cases = [
+        ("[[datasets]]\nid = \"Bad Id\"\ntitle = \"T\"\nsource = \"s\"\nsql = \"SELECT id FROM t\"\n", "dataset `Bad Id`: key `id`"),
+        ("[[datasets]]\nid = \"a\"\ntitle = \"T\"\nsource = \"nope\"\nsql = \"SELECT id FROM t\"\n", "dataset `a`: key `source`: no source named `nope` (declared: s)"),
+        ("[[datasets]]\nid = \"a\"\ntitle = \"T\"\nsource = \"s\"\nsql = \"SELECT id FROM t WHERE id = :x\"\n", "dataset `a`: key `sql`: placeholder :x is not a declared parameter"),
+        ("[[datasets]]\nid = \"a\"\ntitle = \"T\"\nsource = \"s\"\nsql = \"SELECT nope FROM t\"\n", "dataset `a`: key `sql`"),
+        ("[[datasets]]\nid = \"a\"\ntitle = \"T\"\nsource = \"s\"\nsql = \"SELECT id FROM t\"\nformats = [\"pdf\"]\n", "key `formats`: unknown format `pdf`"),
+        ("[[datasets]]\nid = \"a\"\ntitle = \"T\"\nsource = \"s\"\nsql = \"SELECT id FROM t WHERE id = :k\"\n[[datasets.params]]\nname = \"k\"\ntype = \"enum\"\n", "param `k`: an enum needs `values"),
+        ("[[datasets]]\nid = \"a\"\ntitle = \"T\"\nsource = \"s\"\nsql = \"SELECT id FROM t WHERE owner = :user\"\n[[datasets.params]]\nname = \"user\"\ntype = \"string\"\n", "reserved"),
+        ("[[datasets]]\nid = \"a\"\ntitle = \"T\"\nsource = \"s\"\nsql = \"SELECT id FROM t\"\ncolour = 1\n", "unknown field `colour`"),
+    ];
+    for (dataset, expected) in cases {
+        let e = Catalog::from_toml(&format!("{base}{dataset}"), dir.path())
+            .await
+            .err()
+            .expect("must fail");
+        assert!(e.contains(expected), "{e:?} should contain {expected:?}");
+    }
+    // :user binds the caller's identity without being declared.
+    let ok = format!("{base}[[datasets]]\nid = \"mine\"\ntitle = \"T\"\nsource = \"s\"\nsql = \"SELECT id FROM t WHERE owner = :user\"\n");
+    let catalog = Catalog::from_toml(&ok, dir.path()).await.unwrap();
+    assert!(catalog.get("mine").unwrap().info.params.is_empty());
+}
