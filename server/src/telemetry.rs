@@ -1,5 +1,8 @@
 //! Logging: `tracing` with a `RUST_LOG` filter, as plain text for people or JSON lines for
 //! log collectors.
+//!
+//! The default filter silences sqlx's "slow statement" warnings: an export query streams for
+//! as long as the export runs, so every one of them would be reported as slow.
 
 use crate::config::LogFormat;
 use tracing_subscriber::{fmt, prelude::*, EnvFilter};
@@ -8,7 +11,7 @@ use tracing_subscriber::{fmt, prelude::*, EnvFilter};
 /// the first subscriber.
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,tower_http=warn"));
+        .unwrap_or_else(|_| EnvFilter::new("info,tower_http=warn,sqlx=error"));
     let registry = tracing_subscriber::registry().with(filter);
     let _ = match format {
         LogFormat::Plain => registry.with(fmt::layer().with_target(false)).try_init(),

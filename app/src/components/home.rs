@@ -19,7 +19,11 @@ pub fn HomePage() -> impl IntoView {
                 "the background. Follow its progress live and download it when it is ready."
             </p>
         </section>
-        <section class="card" aria-labelledby="status-title">
+        <div class="workspace">
+            <super::export_form::ExportForm/>
+            <super::jobs_list::JobsList/>
+        </div>
+        <section class="card status-card" aria-labelledby="status-title">
             <div class="card-head">
                 <h2 id="status-title">"Service status"</h2>
                 <button

@@ -1,6 +1,8 @@
 //! The page: an application shell (header, main area, footer) and its routes.
 
+mod export_form;
 mod home;
+mod jobs_list;
 mod layout;
 
 use crate::live::LinkState;
@@ -36,6 +38,12 @@ pub fn App() -> impl IntoView {
     provide_meta_context();
     let (link, set_link) = signal(LinkState::Connecting);
     provide_context(link);
+    // The user's jobs, as the live channel reports them; `loaded` turns true with the first
+    // snapshot, so the page never shows "no exports" before it knows.
+    let jobs = RwSignal::new(Vec::<crate::jobs::Job>::new());
+    let loaded = RwSignal::new(false);
+    provide_context(jobs);
+    provide_context(loaded);
 
     // Effects run only in the browser, after hydration: the live link and the hydration
     // marker the browser tests wait for.
@@ -43,9 +51,17 @@ pub fn App() -> impl IntoView {
     Effect::new(move |_| {
         set_hydrated.set(true);
         #[cfg(feature = "hydrate")]
-        crate::live::connect(set_link, |_message| {});
+        crate::live::connect(set_link, move |message| match message {
+            crate::live::ServerMessage::Snapshot { jobs: all } => {
+                jobs.set(all);
+                loaded.set(true);
+            }
+            crate::live::ServerMessage::Job { job } => {
+                jobs.update(|list| jobs_list::upsert(list, *job));
+            }
+        });
         #[cfg(not(feature = "hydrate"))]
-        let _ = set_link;
+        let _ = (set_link, jobs, loaded);
     });
 
     view! {

@@ -1,0 +1,220 @@
+//! "Your exports": the live list of the user's jobs, fed by the `/ws` channel.
+
+use super::export_form::group_digits;
+use crate::exports::{CancelExport, RetryExport};
+use crate::jobs::{Job, JobStatus};
+use leptos::prelude::*;
+
+/// Replaces the job with the same id, or adds it; newest first.
+pub fn upsert(list: &mut Vec<Job>, job: Job) {
+    match list.iter_mut().find(|j| j.id == job.id) {
+        Some(existing) => *existing = job,
+        None => {
+            list.push(job);
+            list.sort_by(|a, b| {
+                b.created_at
+                    .cmp(&a.created_at)
+                    .then_with(|| b.id.cmp(&a.id))
+            });
+        }
+    }
+}
+
+/// Milliseconds since the epoch, from the browser's clock (the server renders no live list).
+fn now_ms() -> f64 {
+    #[cfg(feature = "hydrate")]
+    {
+        js_sys::Date::now()
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        0.0
+    }
+}
+
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit < UNITS.len() - 1 {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// "about 2 min left", from the rate so far.
+fn eta(job: &Job) -> Option<String> {
+    let total = job.progress.total_rows?;
+    let started = job.started_at?.timestamp_millis() as f64;
+    let elapsed = (now_ms() - started) / 1000.0;
+    let done = job.progress.rows as f64;
+    if done < 1.0 || elapsed <= 0.5 || total as f64 <= done {
+        return None;
+    }
+    let left = (total as f64 - done) / (done / elapsed);
+    Some(if left < 60.0 {
+        format!("about {} s left", left.ceil() as u64)
+    } else {
+        format!("about {} min left", (left / 60.0).ceil() as u64)
+    })
+}
+
+#[component]
+pub fn JobsList() -> impl IntoView {
+    let jobs = use_context::<RwSignal<Vec<Job>>>().unwrap_or_else(|| RwSignal::new(vec![]));
+    let loaded = use_context::<RwSignal<bool>>().unwrap_or_else(|| RwSignal::new(false));
+    view! {
+        <section class="card jobs-card" aria-labelledby="jobs-title">
+            <h2 id="jobs-title">"Your exports"</h2>
+            <Show
+                when=move || loaded.get()
+                fallback=|| view! { <p class="muted" data-testid="jobs-loading">"Loading your exports…"</p> }
+            >
+                <Show
+                    when=move || jobs.with(|j| !j.is_empty())
+                    fallback=|| view! { <p class="muted" data-testid="jobs-empty">"No exports yet. Choose a dataset and press Export."</p> }
+                >
+                    <ul class="jobs" data-testid="jobs">
+                        <For each=move || jobs.get() key=|j| j.id.clone() let:job>
+                            <JobRow id=job.id.clone() jobs/>
+                        </For>
+                    </ul>
+                </Show>
+            </Show>
+        </section>
+    }
+}
+
+#[component]
+fn JobRow(id: String, jobs: RwSignal<Vec<Job>>) -> impl IntoView {
+    let job = {
+        let id = id.clone();
+        Memo::new(move |_| jobs.with(|list| list.iter().find(|j| j.id == id).cloned()))
+    };
+    let cancel = ServerAction::<CancelExport>::new();
+    let retry = ServerAction::<RetryExport>::new();
+    Effect::new(move |_| {
+        let answers = [cancel.value().get(), retry.value().get()];
+        for updated in answers.into_iter().flatten().flatten() {
+            jobs.update(|list| upsert(list, updated));
+        }
+    });
+    let action_error = move || {
+        [cancel.value().get(), retry.value().get()]
+            .into_iter()
+            .flatten()
+            .find_map(|r| r.err())
+            .map(|e| e.message)
+    };
+    let id_for_cancel = id.clone();
+    let id_for_retry = id.clone();
+    let testid = format!("job-{id}");
+
+    move || {
+        let Some(j) = job.get() else {
+            return ().into_any();
+        };
+        let status = j.status;
+        let total = j.progress.total_rows;
+        let percent = match (status, total) {
+            (JobStatus::Succeeded, _) => Some(100.0),
+            (_, Some(t)) if t > 0 => Some((j.progress.rows as f64 / t as f64 * 100.0).min(100.0)),
+            _ => None,
+        };
+        let rows_text = match total {
+            Some(t) => format!(
+                "{} of {} rows",
+                group_digits(j.progress.rows),
+                group_digits(t)
+            ),
+            None => format!("{} rows", group_digits(j.progress.rows)),
+        };
+        let title = format!(
+            "{} · {}{}",
+            j.dataset,
+            j.format.label(),
+            if j.gzip { " (gzip)" } else { "" }
+        );
+        let detail = match status {
+            JobStatus::Running => {
+                let mut parts = vec![rows_text.clone(), human_bytes(j.progress.bytes)];
+                parts.extend(eta(&j));
+                parts.join(" · ")
+            }
+            JobStatus::Succeeded => j
+                .file
+                .as_ref()
+                .map(|f| format!("{} rows · {}", group_digits(f.rows), human_bytes(f.bytes)))
+                .unwrap_or_default(),
+            JobStatus::Queued => "Waiting for a worker…".into(),
+            JobStatus::Retrying => "Will try again shortly.".into(),
+            JobStatus::Expired => "The file has expired.".into(),
+            _ => String::new(),
+        };
+        let (cid, rid) = (id_for_cancel.clone(), id_for_retry.clone());
+        view! {
+            <li class=format!("job job-{status}") data-testid=testid.clone() data-status=status.as_str()>
+                <div class="job-head">
+                    <span class="job-title">{title}</span>
+                    <span class=format!("badge badge-{status}") data-testid="job-status" aria-live="polite">{status.as_str()}</span>
+                </div>
+                <div class="progress" role="progressbar" aria-label="Export progress"
+                    aria-valuemin="0" aria-valuemax="100"
+                    aria-valuenow=percent.map(|p| format!("{p:.0}"))
+                    data-testid="job-progress" data-rows=j.progress.rows.to_string()>
+                    <div class=if percent.is_some() { "progress-bar" } else { "progress-bar indeterminate" }
+                        style=format!("width: {}%", percent.unwrap_or(if status == JobStatus::Running { 30.0 } else { 0.0 }))></div>
+                </div>
+                <p class="job-detail muted small" data-testid="job-detail">{detail}</p>
+                {j.error.as_ref().filter(|_| status != JobStatus::Cancelled || j.error.as_ref().is_some_and(|e| e.code != "cancelled"))
+                    .map(|e| view! { <p class="error small" data-testid="job-error">{e.message.clone()}</p> })}
+                {action_error().map(|m| view! { <p class="error small" role="alert">{m}</p> })}
+                <div class="job-actions">
+                    {status.is_active().then(|| view! {
+                        <button type="button" class="button secondary small-button" data-testid="job-cancel"
+                            disabled=j.cancel_requested
+                            on:click=move |_| { cancel.dispatch(CancelExport { id: cid.clone() }); }>
+                            {if j.cancel_requested { "Cancelling…" } else { "Cancel" }}
+                        </button>
+                    })}
+                    {matches!(status, JobStatus::Failed | JobStatus::Cancelled).then(|| view! {
+                        <button type="button" class="button secondary small-button" data-testid="job-retry"
+                            on:click=move |_| { retry.dispatch(RetryExport { id: rid.clone() }); }>
+                            "Retry"
+                        </button>
+                    })}
+                    {(status == JobStatus::Succeeded).then(|| {
+                        let name = j.file.as_ref().map(|f| f.name.clone()).unwrap_or_default();
+                        view! {
+                            <a class="button small-button" data-testid="job-download" download=name.clone()
+                                href=format!("/api/v1/exports/{}/download", j.id)>
+                                "Download"
+                                <span class="visually-hidden">{format!(" {name}")}</span>
+                            </a>
+                        }
+                    })}
+                </div>
+            </li>
+        }
+        .into_any()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_like_a_person_would_say_them() {
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(1_500), "1.5 KB");
+        assert_eq!(human_bytes(52_400_000), "52.4 MB");
+        assert_eq!(group_digits(1_234_567), "1,234,567");
+        assert_eq!(group_digits(12), "12");
+    }
+}
