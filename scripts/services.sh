@@ -1,9 +1,10 @@
-# Starts the database servers the tests use — PostgreSQL and MariaDB from Debian's packages —
-# in a throw-away directory on free loopback ports, and stops them on exit.
+# Starts the servers the tests use — PostgreSQL and MariaDB from Debian's packages, Azurite from
+# npm — in a throw-away directory on free loopback ports, and stops them on exit.
 #
 #   source scripts/services.sh; start_services "$work"
 #
-# Exports EXPORTAL_TEST_POSTGRES_URL and EXPORTAL_TEST_MYSQL_URL for the tests, and the
+# Exports EXPORTAL_TEST_POSTGRES_URL, EXPORTAL_TEST_MYSQL_URL and EXPORTAL_TEST_AZURE_CONNECTION_STRING
+# for the tests, and the
 # servers' PIDs for stop_services (only these processes are ever stopped).
 # shellcheck shell=bash
 
@@ -57,6 +58,7 @@ start_mariadb() {
 start_services() {
   start_postgres "$1"
   start_mariadb "$1"
+  start_azurite "$1"
 }
 
 stop_services() {
@@ -69,4 +71,21 @@ stop_services() {
     for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   done
   SERVICE_PIDS=()
+}
+
+# Azurite (npm, installed in end2end/) on free loopback ports. Exports
+# EXPORTAL_TEST_AZURE_CONNECTION_STRING; the tests that stop Azurite start their own.
+start_azurite() {
+  local dir=$1/azurite bp qp tp
+  bp=$(free_port); qp=$(free_port); tp=$(free_port)
+  mkdir -p "$dir"
+  end2end/node_modules/.bin/azurite --silent --location "$dir" --blobHost 127.0.0.1 --queueHost 127.0.0.1 \
+    --tableHost 127.0.0.1 --blobPort "$bp" --queuePort "$qp" --tablePort "$tp" \
+    --skipApiVersionCheck --disableTelemetry >"$dir/azurite.log" 2>&1 &
+  SERVICE_PIDS+=($!)
+  for _ in $(seq 1 100); do
+    curl -s -o /dev/null "http://127.0.0.1:$bp/" && curl -s -o /dev/null "http://127.0.0.1:$qp/" && break
+    sleep 0.1
+  done
+  export EXPORTAL_TEST_AZURE_CONNECTION_STRING="DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:$bp/devstoreaccount1;QueueEndpoint=http://127.0.0.1:$qp/devstoreaccount1;"
 }

@@ -13,5 +13,6 @@ pub mod exports;
 pub mod jobs;
 pub mod live;
 pub mod status;
+pub mod text;
 
 pub use components::{shell, App};

@@ -143,6 +143,57 @@ pub const SETTINGS: &[SettingSpec] = &[
         help: "Validity of a download link minted for one click (Azure storage).",
     },
     SettingSpec {
+        key: "storage",
+        env: "EXPORTAL_STORAGE",
+        default: "local",
+        help: "local: embedded SQLite queue and job store, files in the data directory (one machine); \
+               azure: Azure Storage Queue + Blob (any number of web and worker instances).",
+    },
+    SettingSpec {
+        key: "azure_connection_string",
+        env: "AZURE_STORAGE_CONNECTION_STRING",
+        default: "(none)",
+        help: "Azure: AccountName + AccountKey (or SharedAccessSignature) and endpoints, or UseDevelopmentStorage=true \
+               for Azurite. Without it, EXPORTAL_AZURE_BLOB_URL / _QUEUE_URL with an Entra ID credential are used.",
+    },
+    SettingSpec {
+        key: "azure_blob_url",
+        env: "EXPORTAL_AZURE_BLOB_URL",
+        default: "(none)",
+        help: "Azure without a key: the blob endpoint, e.g. https://acct.blob.core.windows.net (Entra ID: managed identity, \
+               workload identity or developer tools).",
+    },
+    SettingSpec {
+        key: "azure_queue_url",
+        env: "EXPORTAL_AZURE_QUEUE_URL",
+        default: "(none)",
+        help: "Azure without a key: the queue endpoint, e.g. https://acct.queue.core.windows.net.",
+    },
+    SettingSpec {
+        key: "azure_queue",
+        env: "EXPORTAL_AZURE_QUEUE",
+        default: "exportal-jobs",
+        help: "Azure: the job queue; the poison queue is <name>-poison. Created if missing.",
+    },
+    SettingSpec {
+        key: "azure_files_container",
+        env: "EXPORTAL_AZURE_FILES_CONTAINER",
+        default: "exportal-files",
+        help: "Azure: the container for exported files. Created if missing.",
+    },
+    SettingSpec {
+        key: "azure_jobs_container",
+        env: "EXPORTAL_AZURE_JOBS_CONTAINER",
+        default: "exportal-jobs",
+        help: "Azure: the container for job records. Created if missing.",
+    },
+    SettingSpec {
+        key: "azure_api_version",
+        env: "EXPORTAL_AZURE_API_VERSION",
+        default: "(the SDK's)",
+        help: "Azure: the x-ms-version to send, e.g. 2025-11-05 for an Azurite that checks versions.",
+    },
+    SettingSpec {
         key: "csv_line_ending",
         env: "EXPORTAL_CSV_LINE_ENDING",
         default: "crlf",
@@ -200,6 +251,23 @@ pub struct Settings {
     pub retention: Duration,
     pub download_ttl: Duration,
     pub csv_crlf: bool,
+    pub storage: Storage,
+}
+
+/// Where jobs, the queue and files live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Storage {
+    Local,
+    Azure(crate::azure::AzureSettings),
+}
+
+impl Storage {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Storage::Local => "local",
+            Storage::Azure(_) => "azure",
+        }
+    }
 }
 
 /// How callers are identified.
@@ -453,6 +521,41 @@ impl Command {
                 "lf" => Ok(false),
                 _ => Err("expected crlf or lf".into()),
             })?,
+            storage: {
+                let name = |key: &'static str, default: &str| {
+                    parse(or_default(raw(key), default), |v| {
+                        let ok = (3..=63).contains(&v.len())
+                            && v.bytes()
+                                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                            && !v.starts_with('-')
+                            && !v.contains("--");
+                        if ok {
+                            Ok(v.to_string())
+                        } else {
+                            Err("use 3-63 lower-case letters, digits and single hyphens".into())
+                        }
+                    })
+                };
+                let azure = crate::azure::AzureSettings {
+                    connection_string: raw("azure_connection_string").map(|(v, _)| Secret(v)),
+                    blob_url: raw("azure_blob_url").map(|(v, _)| v),
+                    queue_url: raw("azure_queue_url").map(|(v, _)| v),
+                    queue: name("azure_queue", "exportal-jobs")?,
+                    files_container: name("azure_files_container", "exportal-files")?,
+                    jobs_container: name("azure_jobs_container", "exportal-jobs")?,
+                    api_version: raw("azure_api_version").map(|(v, _)| v),
+                };
+                parse(or_default(raw("storage"), "local"), |v| {
+                    match v {
+                    "local" => Ok(Storage::Local),
+                    "azure" if azure.connection_string.is_none() && (azure.blob_url.is_none() || azure.queue_url.is_none()) => Err(
+                        "azure storage needs AZURE_STORAGE_CONNECTION_STRING, or EXPORTAL_AZURE_BLOB_URL and EXPORTAL_AZURE_QUEUE_URL".into(),
+                    ),
+                    "azure" => Ok(Storage::Azure(azure.clone())),
+                    _ => Err("expected local or azure".into()),
+                }
+                })?
+            },
         };
         Ok(Command::Run(Box::new(settings)))
     }
@@ -605,6 +708,40 @@ mod tests {
             .to_string();
         assert!(
             msg.contains("at least 32") && msg.contains("EXPORTAL_COOKIE_SECRET"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn azure_storage_needs_credentials_and_valid_names() {
+        let msg = parse_with(&[], &[("EXPORTAL_STORAGE", "azure")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("EXPORTAL_STORAGE") && msg.contains("AZURE_STORAGE_CONNECTION_STRING"),
+            "{msg}"
+        );
+        let s = parse_with(
+            &["--storage", "azure"],
+            &[(
+                "AZURE_STORAGE_CONNECTION_STRING",
+                "UseDevelopmentStorage=true",
+            )],
+        )
+        .unwrap();
+        let Storage::Azure(azure) = s.storage else {
+            panic!("azure expected")
+        };
+        assert_eq!(azure.queue, "exportal-jobs");
+        assert!(
+            !format!("{azure:?}").contains("UseDevelopmentStorage"),
+            "the connection string is secret"
+        );
+        let msg = parse_with(&[], &[("EXPORTAL_AZURE_QUEUE", "Jobs_Queue")])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("EXPORTAL_AZURE_QUEUE") && msg.contains("lower-case"),
             "{msg}"
         );
     }

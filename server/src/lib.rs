@@ -4,6 +4,7 @@
 //! `main.rs` only parses the command line; [`start`] is the whole process, so tests spawn the
 //! real thing on port 0 with a fresh data directory.
 
+pub mod azure;
 pub mod blobs;
 pub mod catalog;
 pub mod config;
@@ -11,7 +12,7 @@ pub mod embedded;
 pub mod error;
 pub mod export;
 pub mod format;
-mod http;
+pub mod http;
 pub mod identity;
 pub mod jobs;
 pub mod live;
@@ -71,6 +72,37 @@ struct Storage {
     readiness: Vec<ReadyCheck>,
 }
 
+/// The readiness checks of the three stores, whatever their adapters.
+fn readiness(
+    store: Arc<dyn jobs::JobStore>,
+    queue: Arc<dyn Queue>,
+    blobs: Arc<dyn BlobStore>,
+) -> Vec<ReadyCheck> {
+    vec![
+        ReadyCheck {
+            name: "job_store",
+            probe: Arc::new(move || {
+                let s = store.clone();
+                async move { s.ping().await.map_err(|e| e.to_string()) }.boxed()
+            }),
+        },
+        ReadyCheck {
+            name: "queue",
+            probe: Arc::new(move || {
+                let q = queue.clone();
+                async move { q.ping().await.map_err(|e| e.to_string()) }.boxed()
+            }),
+        },
+        ReadyCheck {
+            name: "files",
+            probe: Arc::new(move || {
+                let b = blobs.clone();
+                async move { b.ping().await.map_err(|e| e.to_string()) }.boxed()
+            }),
+        },
+    ]
+}
+
 async fn local_storage(settings: &Settings, hub: live::Hub) -> anyhow::Result<Storage> {
     let db = settings.data_dir.join("exportal.db");
     let pool = embedded::open(&db)
@@ -83,38 +115,43 @@ async fn local_storage(settings: &Settings, hub: live::Hub) -> anyhow::Result<St
             .await
             .context("cannot prepare the files directory")?,
     );
-    let readiness = vec![
-        ReadyCheck {
-            name: "job_store",
-            probe: {
-                let s = store.clone();
-                Arc::new(move || {
-                    let s = s.clone();
-                    async move { s.ping().await.map_err(|e| e.to_string()) }.boxed()
-                })
-            },
-        },
-        ReadyCheck {
-            name: "queue",
-            probe: {
-                let q = queue.clone();
-                Arc::new(move || {
-                    let q = q.clone();
-                    async move { q.ping().await.map_err(|e| e.to_string()) }.boxed()
-                })
-            },
-        },
-        ReadyCheck {
-            name: "files",
-            probe: {
-                let b = blobs.clone();
-                Arc::new(move || {
-                    let b = b.clone();
-                    async move { b.ping().await.map_err(|e| e.to_string()) }.boxed()
-                })
-            },
-        },
-    ];
+    let readiness = readiness(store.clone(), queue.clone(), blobs.clone());
+    Ok(Storage {
+        jobs: jobs::Jobs::new(store, hub),
+        queue,
+        blobs,
+        readiness,
+    })
+}
+
+/// Connects to Azure Storage and checks, before anything else starts, that the account
+/// answers and that this identity may use it; creates the queues and containers if missing.
+async fn azure_storage(settings: &azure::AzureSettings, hub: live::Hub) -> anyhow::Result<Storage> {
+    let clients = azure::clients(settings)?;
+    tracing::info!(storage = %clients.description, "using Azure Storage");
+    let queue = queue::azure::AzureQueue::new(clients.queue, clients.poison);
+    let blobs = blobs::azure::AzureBlobStore::new(clients.files, clients.links);
+    let store = jobs::azure::AzureJobStore::new(clients.jobs);
+    queue
+        .ensure()
+        .await
+        .map_err(|e| anyhow::anyhow!("Azure Storage: {e}"))?;
+    blobs
+        .ensure()
+        .await
+        .map_err(|e| anyhow::anyhow!("Azure Storage: {e}"))?;
+    store
+        .ensure()
+        .await
+        .map_err(|e| anyhow::anyhow!("Azure Storage: {e}"))?;
+    queue
+        .poison_len()
+        .await
+        .map_err(|e| anyhow::anyhow!("Azure Storage: {e}"))?;
+    let store: Arc<dyn jobs::JobStore> = Arc::new(store);
+    let queue: Arc<dyn Queue> = Arc::new(queue);
+    let blobs: Arc<dyn BlobStore> = Arc::new(blobs);
+    let readiness = readiness(store.clone(), queue.clone(), blobs.clone());
     Ok(Storage {
         jobs: jobs::Jobs::new(store, hub),
         queue,
@@ -131,9 +168,12 @@ async fn load_catalog(settings: &Settings) -> anyhow::Result<Catalog> {
             catalog::demo::ensure_database(&db, settings.demo_orders)
                 .await
                 .context("cannot create the demo database")?;
-            Catalog::from_toml(&catalog::demo::catalog_toml(&db), &settings.data_dir)
-                .await
-                .map_err(|e| anyhow::anyhow!("demo catalogue: {e}"))
+            Catalog::from_toml(
+                &catalog::demo::catalog_toml(&db, settings.demo_orders),
+                &settings.data_dir,
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("demo catalogue: {e}"))
         }
     }
 }
@@ -156,7 +196,10 @@ pub async fn start(settings: Settings, mut leptos: LeptosOptions) -> anyhow::Res
     leptos.site_addr = addr;
 
     let hub = live::Hub::new();
-    let storage = local_storage(&settings, hub.clone()).await?;
+    let storage = match &settings.storage {
+        config::Storage::Local => local_storage(&settings, hub.clone()).await?,
+        config::Storage::Azure(azure) => azure_storage(azure, hub.clone()).await?,
+    };
     let catalog = Arc::new(load_catalog(&settings).await?);
     let wake = Arc::new(Notify::new());
     let shutdown = CancellationToken::new();
@@ -209,6 +252,9 @@ pub async fn start(settings: Settings, mut leptos: LeptosOptions) -> anyhow::Res
 
     let grace = settings.shutdown_grace;
     let role = settings.role;
+    // Changes made by another process (a separate worker, or another instance on Azure) reach
+    // this one only through the stored records: `/ws` then follows them.
+    let follow_store = role == Role::Web || matches!(settings.storage, config::Storage::Azure(_));
     let state = AppState {
         leptos,
         inner: Arc::new(Inner {
@@ -218,6 +264,7 @@ pub async fn start(settings: Settings, mut leptos: LeptosOptions) -> anyhow::Res
             hub,
             service: service.clone(),
             readiness: storage.readiness,
+            follow_store,
         }),
     };
     let router = http::router(state, identifier);

@@ -32,6 +32,8 @@ pub struct Inner {
     pub service: Option<Arc<Service>>,
     /// What `/readyz` checks.
     pub readiness: Vec<crate::http::ReadyCheck>,
+    /// Whether `/ws` must poll stored records (jobs run by other processes).
+    pub follow_store: bool,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -53,7 +55,7 @@ impl Backend for Inner {
         ServerStatus {
             version: env!("CARGO_PKG_VERSION").to_string(),
             role: self.settings.role.as_str().to_string(),
-            storage: "local".to_string(),
+            storage: self.settings.storage.as_str().to_string(),
             uptime_secs: self.started.elapsed().as_secs(),
         }
     }

@@ -60,7 +60,8 @@ impl Default for WorkerConfig {
             retention: Duration::from_secs(7 * 24 * 3600),
             shutdown_grace: Duration::from_secs(30),
             progress_publish: Duration::from_millis(250),
-            progress_store: Duration::from_secs(5),
+            // Once a second: web instances that follow the store show progress at that pace.
+            progress_store: Duration::from_secs(1),
             cancel_poll: Duration::from_secs(1),
         }
     }

@@ -4,6 +4,7 @@ use super::jobs_list::upsert;
 use crate::catalog::{DatasetInfo, ParamInfo, ParamType};
 use crate::exports::{list_datasets, PreviewExport, SubmitExport};
 use crate::jobs::{ExportFormat, ExportRequest, Job, Preview};
+use crate::text::group_digits;
 use leptos::prelude::*;
 use std::collections::BTreeMap;
 
@@ -364,17 +365,4 @@ fn PreviewTable(preview: Preview) -> impl IntoView {
             </div>
         </section>
     }
-}
-
-/// 1234567 → "1,234,567".
-pub fn group_digits(n: u64) -> String {
-    let digits = n.to_string();
-    let mut out = String::new();
-    for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
 }

@@ -1,8 +1,8 @@
 //! "Your exports": the live list of the user's jobs, fed by the `/ws` channel.
 
-use super::export_form::group_digits;
 use crate::exports::{CancelExport, RetryExport};
 use crate::jobs::{Job, JobStatus};
+use crate::text::{group_digits, human_bytes};
 use leptos::prelude::*;
 
 /// Replaces the job with the same id, or adds it; newest first.
@@ -29,21 +29,6 @@ fn now_ms() -> f64 {
     #[cfg(not(feature = "hydrate"))]
     {
         0.0
-    }
-}
-
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KB", "MB", "GB", "TB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit < UNITS.len() - 1 {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
     }
 }
 
@@ -202,19 +187,5 @@ fn JobRow(id: String, jobs: RwSignal<Vec<Job>>) -> impl IntoView {
             </li>
         }
         .into_any()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_read_like_a_person_would_say_them() {
-        assert_eq!(human_bytes(999), "999 B");
-        assert_eq!(human_bytes(1_500), "1.5 KB");
-        assert_eq!(human_bytes(52_400_000), "52.4 MB");
-        assert_eq!(group_digits(1_234_567), "1,234,567");
-        assert_eq!(group_digits(12), "12");
     }
 }

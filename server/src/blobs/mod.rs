@@ -1,6 +1,7 @@
 //! Blob storage for finished files: a file is written from a stream (never whole in memory)
 //! and appears under its name only when complete; a failed or cancelled write leaves nothing.
 
+pub mod azure;
 pub mod local;
 
 use async_trait::async_trait;

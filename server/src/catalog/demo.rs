@@ -8,9 +8,6 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
 use sqlx::Executor;
 use std::path::Path;
 
-/// Orders in the demo database.
-pub const DEMO_ORDERS: u64 = 1_000_000;
-
 const SCHEMA_AND_DATA: &str = r#"
 CREATE TABLE demo_names (k INTEGER PRIMARY KEY, name TEXT NOT NULL);
 INSERT INTO demo_names (k, name) VALUES
@@ -70,7 +67,7 @@ DROP TABLE demo_names;
 "#;
 
 /// The datasets file of the demo, over the database at `db`.
-pub fn catalog_toml(db: &Path) -> String {
+pub fn catalog_toml(db: &Path, orders: u64) -> String {
     format!(
         r#"
 [sources.demo]
@@ -126,7 +123,7 @@ type = "enum"
 values = ["BR", "DE", "FR", "JP", "NG"]
 "#,
         db = db.display(),
-        orders = DEMO_ORDERS,
+        orders = app::text::group_digits(orders),
     )
 }
 

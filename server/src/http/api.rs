@@ -12,7 +12,7 @@ use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Path, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use std::sync::Arc;
@@ -161,7 +161,11 @@ async fn download(
 ) -> Result<Response, AppError> {
     let (download, meta) = service(&state)?.download(&user.0, &id).await?;
     let mut res = match download {
-        Download::Redirect(url) => Redirect::to(&url).into_response(),
+        // 302: the link is minted for this click only; nothing may cache the redirect.
+        Download::Redirect(url) => match HeaderValue::from_str(&url) {
+            Ok(location) => (StatusCode::FOUND, [(header::LOCATION, location)]).into_response(),
+            Err(_) => return Err(anyhow::anyhow!("unusable download link").into()),
+        },
         Download::Stream { body, length } => {
             let mut res = Body::from_stream(body).into_response();
             let h = res.headers_mut();

@@ -5,6 +5,7 @@ mod api;
 mod health;
 mod live;
 
+pub use api::content_disposition;
 pub use health::ReadyCheck;
 
 use crate::identity::{identify, Identifier};

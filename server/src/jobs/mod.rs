@@ -1,6 +1,7 @@
 //! The job store: where job records live. Writes are compare-and-set on the job's revision, so
 //! a cancel from the web and a progress write from a worker never overwrite each other.
 
+pub mod azure;
 pub mod local;
 
 use app::jobs::Job;

@@ -4,6 +4,7 @@
 //! changes the receipt), and is deleted only after the job's final state is stored. A message
 //! that keeps coming back is moved to the poison queue.
 
+pub mod azure;
 pub mod local;
 
 use async_trait::async_trait;

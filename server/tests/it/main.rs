@@ -4,6 +4,7 @@
 //! One test binary keeps link time down; each file is one area of behaviour.
 
 mod api;
+mod azure;
 mod crash;
 mod http;
 mod queue;

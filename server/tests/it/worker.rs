@@ -75,7 +75,7 @@ impl Harness {
         let db = dir.path().join("demo.db");
         demo::ensure_database(&db, ROWS).await.unwrap();
         let catalog = Arc::new(
-            Catalog::from_toml(&demo::catalog_toml(&db), dir.path())
+            Catalog::from_toml(&demo::catalog_toml(&db, ROWS), dir.path())
                 .await
                 .unwrap(),
         );

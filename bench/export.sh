@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Benchmark: CSV export of the same table through Exportal's running pipeline (release build,
+# local store) against the databases' own CSV dumps, side by side in one run on one machine.
+#
+#   bench/export.sh [ROWS]        (default 5000000; also runs 100000 for the memory figure)
+#
+# Baselines: PostgreSQL's COPY (query) TO STDOUT (FORMAT csv) through psql into a file, and
+# `sqlite3 -csv` into a file. Exportal: a job submitted over the REST API; time from the
+# worker's start to the stored result (the job's started_at → finished_at) and wall time from
+# submit to "succeeded". Memory: the server's peak RSS (VmHWM) after each export, in a fresh
+# server process per size. Prints a Markdown table.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+ROWS=${1:-5000000}
+SMALL=100000
+
+scripts/tools.sh test >/dev/null
+command -v sqlite3 >/dev/null || { echo "sqlite3 is needed (apt-get install sqlite3)"; exit 1; }
+
+step "building the release server"
+cargo leptos build --release >/dev/null 2>&1 || cargo leptos build --release
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/exportal-bench.XXXXXX")
+source scripts/services.sh
+server_pid=
+cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; stop_services; rm -rf "$work"; }
+trap cleanup EXIT
+step "starting PostgreSQL"
+start_postgres "$work"
+PSQL="$EXPORTAL_TEST_POSTGRES_BIN/psql"
+[ -x "$PSQL" ] || PSQL=psql
+
+step "creating $ROWS rows in PostgreSQL and SQLite"
+QUERY_COLUMNS="id, customer, status, total, created_at, note"
+"$PSQL" -q -v ON_ERROR_STOP=1 "$EXPORTAL_TEST_POSTGRES_URL" <<SQL
+CREATE TABLE bench (id BIGINT PRIMARY KEY, customer TEXT NOT NULL, status TEXT NOT NULL,
+                    total NUMERIC(12,2) NOT NULL, created_at TIMESTAMPTZ NOT NULL, note TEXT);
+INSERT INTO bench
+SELECT i, 'Customer ' || (i % 10007), (ARRAY['pending','paid','shipped','cancelled'])[1 + i % 4],
+       ((i * 7919) % 100000) / 100.0, timestamptz '2024-01-01 00:00:00+00' + (i % 31536000) * interval '1 second',
+       CASE WHEN i % 10 = 0 THEN 'Gift, "wrapped"' WHEN i % 3 = 0 THEN NULL ELSE 'ok' END
+FROM generate_series(1::bigint, $ROWS) AS s(i);
+ANALYZE bench;
+SQL
+sqlite3 "$work/bench.db" <<SQL
+PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;
+CREATE TABLE bench (id INTEGER PRIMARY KEY, customer TEXT NOT NULL, status TEXT NOT NULL,
+                    total NUMERIC NOT NULL, created_at DATETIME NOT NULL, note TEXT);
+WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $ROWS)
+INSERT INTO bench SELECT i, 'Customer ' || (i % 10007),
+  CASE i % 4 WHEN 0 THEN 'pending' WHEN 1 THEN 'paid' WHEN 2 THEN 'shipped' ELSE 'cancelled' END,
+  ((i * 7919) % 100000) / 100.0, datetime(1704067200 + i % 31536000, 'unixepoch'),
+  CASE WHEN i % 10 = 0 THEN 'Gift, "wrapped"' WHEN i % 3 = 0 THEN NULL ELSE 'ok' END FROM n;
+SQL
+
+cat > "$work/datasets.toml" <<TOML
+[sources.pg]
+url = "$EXPORTAL_TEST_POSTGRES_URL"
+[sources.lite]
+url = "sqlite://$work/bench.db"
+
+[[datasets]]
+id = "pg"
+title = "bench (PostgreSQL)"
+source = "pg"
+sql = "SELECT $QUERY_COLUMNS FROM bench WHERE id <= :max_id ORDER BY id"
+[[datasets.params]]
+name = "max_id"
+type = "integer"
+required = true
+
+[[datasets]]
+id = "lite"
+title = "bench (SQLite)"
+source = "lite"
+sql = "SELECT $QUERY_COLUMNS FROM bench WHERE id <= :max_id ORDER BY id"
+[[datasets.params]]
+name = "max_id"
+type = "integer"
+required = true
+TOML
+
+now() { date +%s.%N; }
+secs() { python3 -c "print(f'{$2 - $1:.2f}')"; }
+
+start_server() {
+  local port
+  port=$(free_port)
+  rm -rf "$work/data"
+  LEPTOS_SITE_ROOT=target/site LEPTOS_OUTPUT_NAME=exportal RUST_LOG=warn \
+    target/release/server --addr "127.0.0.1:$port" --data-dir "$work/data" --datasets "$work/datasets.toml" \
+    --auth header --row-cap 100000000 --csv-line-ending lf >"$work/server.log" 2>&1 &
+  server_pid=$!
+  BASE="http://127.0.0.1:$port"
+  for _ in $(seq 1 200); do curl -fs "$BASE/healthz" >/dev/null && return; sleep 0.1; done
+  cat "$work/server.log"; exit 1
+}
+
+stop_server() { kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=; }
+
+# exportal DATASET MAX_ID → prints "worker_seconds wall_seconds rows bytes peak_rss_mb"
+exportal() {
+  start_server
+  trap 'kill "$server_pid" 2>/dev/null' EXIT
+  local t0 t1 id job status
+  t0=$(now)
+  id=$(curl -fs -H 'x-forwarded-user: bench' -H 'content-type: application/json' \
+        -d "{\"dataset\":\"$1\",\"format\":\"csv\",\"params\":{\"max_id\":$2}}" "$BASE/api/v1/exports" |
+       python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+  while :; do
+    job=$(curl -fs -H 'x-forwarded-user: bench' "$BASE/api/v1/exports/$id")
+    status=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["status"])' "$job")
+    case $status in succeeded) break ;; failed|cancelled) echo "export $status: $job" >&2; exit 1 ;; esac
+    sleep 0.05
+  done
+  t1=$(now)
+  local rss
+  rss=$(awk '/VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$server_pid/status")
+  python3 - "$job" "$(secs "$t0" "$t1")" "$rss" <<'PY'
+import json, sys
+from datetime import datetime
+job = json.loads(sys.argv[1])
+d = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))
+worker = (d(job["finished_at"]) - d(job["started_at"])).total_seconds()
+print(f'{worker:.2f} {sys.argv[2]} {job["file"]["rows"]} {job["file"]["bytes"]} {sys.argv[3]}')
+PY
+  stop_server
+}
+
+timed() { local t0 t1; t0=$(now); "$@"; t1=$(now); secs "$t0" "$t1"; }
+
+step "running the exports ($ROWS rows; and $SMALL rows for memory)"
+copy_s=$(timed sh -c "\"$PSQL\" -q \"$EXPORTAL_TEST_POSTGRES_URL\" -c \"COPY (SELECT $QUERY_COLUMNS FROM bench WHERE id <= $ROWS ORDER BY id) TO STDOUT (FORMAT csv, HEADER)\" > \"$work/copy.csv\"")
+sqlite_s=$(timed sh -c "sqlite3 -csv -header \"$work/bench.db\" \"SELECT $QUERY_COLUMNS FROM bench WHERE id <= $ROWS ORDER BY id\" > \"$work/sqlite.csv\"")
+read -r pg_worker pg_wall pg_rows pg_bytes pg_rss <<<"$(exportal pg "$ROWS")"
+read -r lite_worker lite_wall lite_rows lite_bytes lite_rss <<<"$(exportal lite "$ROWS")"
+read -r _ _ _ _ pg_small_rss <<<"$(exportal pg "$SMALL")"
+read -r _ _ _ _ lite_small_rss <<<"$(exportal lite "$SMALL")"
+
+ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
+rate() { python3 -c "print(f'{$1 / $2 / 1e6:.2f}')"; }
+echo
+echo "CSV export of $ROWS rows ($QUERY_COLUMNS), $(nproc) cores, $(date -u +%Y-%m-%d)"
+echo
+echo "| run | seconds | M rows/s | file MB | speed vs baseline | server peak RSS, $SMALL rows | server peak RSS, $ROWS rows |"
+echo "|---|---|---|---|---|---|---|"
+echo "| psql COPY (baseline) | $copy_s | $(rate "$ROWS" "$copy_s") | $(python3 -c "print(f'{$(stat -c %s "$work/copy.csv")/1e6:.0f}')") | 1.00 | | |"
+echo "| Exportal, PostgreSQL → local store | $pg_worker (wall $pg_wall) | $(rate "$pg_rows" "$pg_worker") | $(python3 -c "print(f'{$pg_bytes/1e6:.0f}')") | $(ratio "$copy_s" "$pg_worker") × COPY | $pg_small_rss MB | $pg_rss MB |"
+echo "| sqlite3 -csv (baseline) | $sqlite_s | $(rate "$ROWS" "$sqlite_s") | $(python3 -c "print(f'{$(stat -c %s "$work/sqlite.csv")/1e6:.0f}')") | 1.00 | | |"
+echo "| Exportal, SQLite → local store | $lite_worker (wall $lite_wall) | $(rate "$lite_rows" "$lite_worker") | $(python3 -c "print(f'{$lite_bytes/1e6:.0f}')") | $(ratio "$sqlite_s" "$lite_worker") × sqlite3 | $lite_small_rss MB | $lite_rss MB |"

@@ -1,0 +1,298 @@
+//! Files in an Azure Blob container, uploaded as staged blocks (8 MiB, up to 4 in flight) and
+//! committed only when the stream ended cleanly: an aborted export never becomes a blob (its
+//! uncommitted blocks are discarded by the service). Downloads are redirects to a read-only SAS
+//! for that one blob, valid for minutes and minted per click.
+
+use super::{BlobError, BlobMeta, BlobStore, ByteStream, Download};
+use crate::azure::{explain, sas, status_of, timed, Links};
+use async_trait::async_trait;
+use azure_core::http::RequestContent;
+use azure_storage_blob::models::{
+    BlobClientGetPropertiesResultHeaders, BlockBlobClientCommitBlockListOptions, BlockLookupList,
+};
+use azure_storage_blob::BlobContainerClient;
+use bytes::{Bytes, BytesMut};
+use futures::stream::FuturesUnordered;
+use futures::StreamExt;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+pub const BLOCK_BYTES: usize = 8 * 1024 * 1024;
+pub const BLOCKS_IN_FLIGHT: usize = 4;
+
+pub struct AzureBlobStore {
+    container: BlobContainerClient,
+    links: Links,
+    /// A user-delegation key and its expiry, reused until near expiry.
+    delegation: Mutex<
+        Option<(
+            azure_storage_common::models::UserDelegationKey,
+            chrono::DateTime<chrono::Utc>,
+        )>,
+    >,
+}
+
+fn io(what: &str, e: azure_core::Error) -> BlobError {
+    if status_of(&e).0 == Some(404) {
+        BlobError::NotFound
+    } else {
+        BlobError::Io(explain(what, &e))
+    }
+}
+
+/// Block ids must all have the same length within a blob.
+fn block_id(n: usize) -> Vec<u8> {
+    format!("{n:010}").into_bytes()
+}
+
+impl AzureBlobStore {
+    pub fn new(container: BlobContainerClient, links: Links) -> Self {
+        Self {
+            container,
+            links,
+            delegation: Mutex::new(None),
+        }
+    }
+
+    /// Creates the container if missing (an existing one is not an error).
+    pub async fn ensure(&self) -> Result<(), String> {
+        match timed("creating the files container", self.container.create(None)).await? {
+            Ok(_) => Ok(()),
+            Err(e) if status_of(&e).0 == Some(409) => Ok(()),
+            Err(e) => Err(explain("creating the files container", &e)),
+        }
+    }
+
+    async fn delegation_sas(
+        &self,
+        account: &str,
+        service: &azure_storage_blob::BlobServiceClient,
+        name: &str,
+        meta: &BlobMeta,
+        ttl: Duration,
+    ) -> Result<String, BlobError> {
+        use azure_core::time::{Duration as AzDuration, OffsetDateTime};
+        let now = chrono::Utc::now();
+        let mut cached = self.delegation.lock().await;
+        let fresh = cached
+            .as_ref()
+            .is_some_and(|(_, expiry)| *expiry > now + chrono::Duration::minutes(30));
+        if !fresh {
+            let start = OffsetDateTime::now_utc();
+            let info = azure_storage_blob::models::KeyInfo {
+                start: Some(start),
+                expiry: Some(start + AzDuration::hours(6)),
+                ..Default::default()
+            };
+            let content = info
+                .try_into()
+                .map_err(|e| io("asking for a user delegation key", e))?;
+            let key = timed(
+                "asking for a user delegation key",
+                service.get_user_delegation_key(content, None),
+            )
+            .await
+            .map_err(BlobError::Io)?
+            .map_err(|e| io("asking for a user delegation key", e))?
+            .into_model()
+            .map_err(|e| io("reading the user delegation key", e))?;
+            *cached = Some((key, now + chrono::Duration::hours(6)));
+        }
+        let (key, _) = cached.as_ref().expect("set above");
+        let expiry = OffsetDateTime::now_utc() + AzDuration::seconds(ttl.as_secs() as i64);
+        let builder = azure_storage_sas::SasBuilder::new(account, key, expiry)
+            .map_err(|e| io("signing a download link", e))?;
+        Ok(builder
+            .blob(
+                self.container
+                    .url()
+                    .path_segments()
+                    .and_then(|mut s| s.next_back())
+                    .unwrap_or_default(),
+                name,
+            )
+            .read()
+            .content_disposition(crate::http::content_disposition(&meta.filename))
+            .build())
+    }
+}
+
+#[async_trait]
+impl BlobStore for AzureBlobStore {
+    async fn put(
+        &self,
+        name: &str,
+        meta: &BlobMeta,
+        mut body: ByteStream,
+    ) -> Result<u64, BlobError> {
+        let blob = self.container.blob_client(name).block_blob_client();
+        let mut ids: Vec<Vec<u8>> = Vec::new();
+        let mut in_flight = FuturesUnordered::new();
+        let mut buffer = BytesMut::with_capacity(BLOCK_BYTES);
+        let mut total = 0u64;
+        let mut ended = false;
+        while !ended {
+            match body.next().await {
+                Some(Ok(chunk)) => {
+                    total += chunk.len() as u64;
+                    buffer.extend_from_slice(&chunk);
+                    if buffer.len() < BLOCK_BYTES {
+                        continue;
+                    }
+                }
+                Some(Err(e)) => {
+                    return Err(BlobError::Io(format!("the file was not completed: {e}")))
+                }
+                None => ended = true,
+            }
+            if buffer.is_empty() {
+                continue;
+            }
+            let block: Bytes = buffer.split().freeze();
+            let id = block_id(ids.len());
+            ids.push(id.clone());
+            let blob = &blob;
+            in_flight.push(async move {
+                let len = block.len() as u64;
+                timed(
+                    "uploading a block",
+                    blob.stage_block(&id, len, RequestContent::from(block.to_vec()), None),
+                )
+                .await
+                .map_err(BlobError::Io)?
+                .map_err(|e| io("uploading a block", e))
+                .map(|_| ())
+            });
+            if in_flight.len() >= BLOCKS_IN_FLIGHT {
+                if let Some(done) = in_flight.next().await {
+                    done?;
+                }
+            }
+        }
+        while let Some(done) = in_flight.next().await {
+            done?;
+        }
+        let list = BlockLookupList {
+            latest: Some(ids),
+            ..Default::default()
+        };
+        let content = list.try_into().map_err(|e| io("committing the file", e))?;
+        let options = BlockBlobClientCommitBlockListOptions {
+            blob_content_type: Some(meta.content_type.clone()),
+            blob_content_disposition: Some(crate::http::content_disposition(&meta.filename)),
+            ..Default::default()
+        };
+        timed(
+            "committing the file",
+            blob.commit_block_list(content, Some(options)),
+        )
+        .await
+        .map_err(BlobError::Io)?
+        .map_err(|e| io("committing the file", e))?;
+        Ok(total)
+    }
+
+    async fn delete(&self, name: &str) -> Result<(), BlobError> {
+        match timed(
+            "deleting a file",
+            self.container.blob_client(name).delete(None),
+        )
+        .await
+        .map_err(BlobError::Io)?
+        {
+            Ok(_) => Ok(()),
+            Err(e) if status_of(&e).0 == Some(404) => Ok(()),
+            Err(e) => Err(io("deleting a file", e)),
+        }
+    }
+
+    async fn size(&self, name: &str) -> Result<Option<u64>, BlobError> {
+        match timed(
+            "reading a file's size",
+            self.container.blob_client(name).get_properties(None),
+        )
+        .await
+        .map_err(BlobError::Io)?
+        {
+            Ok(p) => Ok(p
+                .content_length()
+                .map_err(|e| io("reading a file's size", e))?),
+            Err(e) if status_of(&e).0 == Some(404) => Ok(None),
+            Err(e) => Err(io("reading a file's size", e)),
+        }
+    }
+
+    async fn download(
+        &self,
+        name: &str,
+        meta: &BlobMeta,
+        ttl: Duration,
+    ) -> Result<Download, BlobError> {
+        if self.size(name).await?.is_none() {
+            return Err(BlobError::NotFound);
+        }
+        let mut url = self.container.blob_client(name).url().clone();
+        match &self.links {
+            Links::Key {
+                account,
+                key,
+                https_only,
+            } => {
+                let container = self
+                    .container
+                    .url()
+                    .path_segments()
+                    .and_then(|mut s| s.next_back())
+                    .unwrap_or_default()
+                    .to_string();
+                let query = sas::blob_read_sas(
+                    key,
+                    &sas::BlobSas {
+                        account,
+                        container: &container,
+                        blob: name,
+                        expiry: chrono::Utc::now()
+                            + chrono::Duration::seconds(ttl.as_secs() as i64),
+                        https_only: *https_only,
+                        content_disposition: &crate::http::content_disposition(&meta.filename),
+                    },
+                );
+                url.set_query(Some(&query));
+                Ok(Download::Redirect(url.to_string()))
+            }
+            Links::Delegation { account, service } => {
+                let query = self
+                    .delegation_sas(account, service, name, meta, ttl)
+                    .await?;
+                url.set_query(Some(&query));
+                Ok(Download::Redirect(url.to_string()))
+            }
+            Links::Proxy => {
+                let response = timed(
+                    "downloading a file",
+                    self.container.blob_client(name).download(None),
+                )
+                .await
+                .map_err(BlobError::Io)?
+                .map_err(|e| io("downloading a file", e))?;
+                let length = response.properties.content_length.unwrap_or_default();
+                let body = response
+                    .body
+                    .map(|chunk| chunk.map_err(|e| std::io::Error::other(e.to_string())))
+                    .boxed();
+                Ok(Download::Stream { body, length })
+            }
+        }
+    }
+
+    async fn ping(&self) -> Result<(), BlobError> {
+        timed(
+            "reading the files container",
+            self.container.get_properties(None),
+        )
+        .await
+        .map_err(BlobError::Io)?
+        .map_err(|e| io("reading the files container", e))?;
+        Ok(())
+    }
+}

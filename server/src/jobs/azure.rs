@@ -1,0 +1,368 @@
+//! Job records in an Azure Blob container, one JSON blob per job (`jobs/<id>.json`), written
+//! with ETag conditions: a write based on an outdated read fails (412) and becomes a
+//! `Conflict`, so a cancel from a web instance and a progress write from a worker never
+//! overwrite each other. A user's jobs are found through empty index blobs
+//! (`owners/<owner hash>/<id>`), idempotency keys through `keys/<owner hash>/<key hash>`; user
+//! text never becomes part of a blob name.
+//!
+//! Reads are conditional on the last ETag seen (If-None-Match): a web instance that follows
+//! running jobs pays a 304 with no body for every record that did not change.
+
+use super::{JobStore, StoreError};
+use crate::azure::{explain, status_of, timed};
+use app::jobs::{Job, JobStatus};
+use async_trait::async_trait;
+use azure_core::http::{Etag, RequestContent};
+use azure_storage_blob::models::{
+    BlobClientDownloadOptions, BlobClientUploadOptions, BlobContainerClientListBlobsOptions,
+};
+use azure_storage_blob::BlobContainerClient;
+use chrono::{DateTime, Utc};
+use futures::{StreamExt, TryStreamExt};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+pub struct AzureJobStore {
+    container: BlobContainerClient,
+    /// The last version seen of each record: its ETag and content.
+    seen: Mutex<HashMap<String, (Etag, Job)>>,
+}
+
+fn hashed(text: &str) -> String {
+    hex::encode(&Sha256::digest(text.as_bytes())[..16])
+}
+
+fn record_name(id: &str) -> Result<String, StoreError> {
+    // Ids are made by the server, but they also arrive in URLs: refuse anything odd.
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
+        return Err(StoreError::NotFound);
+    }
+    Ok(format!("jobs/{id}.json"))
+}
+
+fn unavailable(what: &str, e: azure_core::Error) -> StoreError {
+    StoreError::Unavailable(explain(what, &e))
+}
+
+impl AzureJobStore {
+    pub fn new(container: BlobContainerClient) -> Self {
+        Self {
+            container,
+            seen: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Creates the container if missing (an existing one is not an error).
+    pub async fn ensure(&self) -> Result<(), String> {
+        match timed("creating the jobs container", self.container.create(None)).await? {
+            Ok(_) => Ok(()),
+            Err(e) if status_of(&e).0 == Some(409) => Ok(()),
+            Err(e) => Err(explain("creating the jobs container", &e)),
+        }
+    }
+
+    /// Writes a blob; `create_only` fails with `Conflict` if it exists, `if_match` if it changed.
+    async fn put(
+        &self,
+        name: &str,
+        body: Vec<u8>,
+        create_only: bool,
+        if_match: Option<Etag>,
+    ) -> Result<Option<Etag>, StoreError> {
+        let mut options = BlobClientUploadOptions {
+            blob_content_type: Some("application/json".into()),
+            if_match,
+            ..Default::default()
+        };
+        if create_only {
+            options = options.if_not_exists();
+        }
+        let result = timed(
+            "writing a job record",
+            self.container
+                .blob_client(name)
+                .upload(RequestContent::from(body), Some(options)),
+        )
+        .await
+        .map_err(StoreError::Unavailable)?;
+        match result {
+            Ok(r) => Ok(r.etag),
+            Err(e) if matches!(status_of(&e).0, Some(409 | 412)) => Err(StoreError::Conflict),
+            Err(e) => Err(unavailable("writing a job record", e)),
+        }
+    }
+
+    async fn read_text(&self, name: &str) -> Result<Option<(Vec<u8>, Option<Etag>)>, StoreError> {
+        match timed(
+            "reading a job record",
+            self.container.blob_client(name).download(None),
+        )
+        .await
+        .map_err(StoreError::Unavailable)?
+        {
+            Ok(d) => {
+                let etag = d.properties.etag.clone();
+                let body = d
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| unavailable("reading a job record", e))?;
+                Ok(Some((body.to_vec(), etag)))
+            }
+            Err(e) if status_of(&e).0 == Some(404) => Ok(None),
+            Err(e) => Err(unavailable("reading a job record", e)),
+        }
+    }
+
+    async fn names(
+        &self,
+        prefix: &str,
+    ) -> Result<Vec<(String, Option<time::OffsetDateTime>)>, StoreError> {
+        let options = BlobContainerClientListBlobsOptions {
+            prefix: Some(prefix.to_string()),
+            ..Default::default()
+        };
+        let mut pager = self
+            .container
+            .list_blobs(Some(options))
+            .map_err(|e| unavailable("listing job records", e))?;
+        let mut out = Vec::new();
+        loop {
+            let next = timed("listing job records", pager.try_next())
+                .await
+                .map_err(StoreError::Unavailable)?;
+            match next {
+                Ok(Some(item)) => {
+                    let modified = item.properties.as_ref().and_then(|p| p.last_modified);
+                    if let Some(name) = item.name {
+                        out.push((name, modified));
+                    }
+                }
+                Ok(None) => return Ok(out),
+                Err(e) => return Err(unavailable("listing job records", e)),
+            }
+        }
+    }
+
+    async fn get_many(&self, ids: Vec<String>) -> Result<Vec<Job>, StoreError> {
+        let jobs: Vec<Result<Option<Job>, StoreError>> = futures::stream::iter(ids)
+            .map(|id| async move { self.get(&id).await })
+            .buffered(16)
+            .collect()
+            .await;
+        let mut out = Vec::new();
+        for j in jobs {
+            out.extend(j?);
+        }
+        Ok(out)
+    }
+}
+
+#[async_trait]
+impl JobStore for AzureJobStore {
+    async fn create(
+        &self,
+        job: &Job,
+        idempotency_key: Option<&str>,
+    ) -> Result<(Job, bool), StoreError> {
+        let owner = hashed(&job.owner);
+        if let Some(key) = idempotency_key {
+            let name = format!("keys/{owner}/{}", hashed(key));
+            match self
+                .put(&name, job.id.clone().into_bytes(), true, None)
+                .await
+            {
+                Ok(_) => {}
+                Err(StoreError::Conflict) => {
+                    return match self.find_by_key(&job.owner, key).await? {
+                        Some(existing) => Ok((existing, false)),
+                        None => Err(StoreError::Conflict),
+                    };
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut job = job.clone();
+        job.revision = 1;
+        let name = record_name(&job.id)?;
+        let etag = self
+            .put(
+                &name,
+                serde_json::to_vec(&job).expect("jobs serialise"),
+                true,
+                None,
+            )
+            .await?;
+        self.put(
+            &format!("owners/{owner}/{}", job.id),
+            Vec::new(),
+            false,
+            None,
+        )
+        .await?;
+        if let Some(etag) = etag {
+            self.seen
+                .lock()
+                .expect("lock")
+                .insert(job.id.clone(), (etag, job.clone()));
+        }
+        Ok((job, true))
+    }
+
+    async fn get(&self, id: &str) -> Result<Option<Job>, StoreError> {
+        let name = record_name(id)?;
+        let known = self.seen.lock().expect("lock").get(id).cloned();
+        let options = BlobClientDownloadOptions {
+            if_none_match: known.as_ref().map(|(e, _)| e.clone()),
+            ..Default::default()
+        };
+        match timed(
+            "reading a job record",
+            self.container.blob_client(&name).download(Some(options)),
+        )
+        .await
+        .map_err(StoreError::Unavailable)?
+        {
+            Ok(d) => {
+                let etag = d.properties.etag.clone();
+                let body = d
+                    .body
+                    .collect()
+                    .await
+                    .map_err(|e| unavailable("reading a job record", e))?;
+                let job: Job = serde_json::from_slice(&body).map_err(|e| {
+                    StoreError::Unavailable(format!("unreadable job record {id}: {e}"))
+                })?;
+                if let Some(etag) = etag {
+                    self.seen
+                        .lock()
+                        .expect("lock")
+                        .insert(id.to_string(), (etag, job.clone()));
+                }
+                Ok(Some(job))
+            }
+            Err(e) if status_of(&e).0 == Some(304) => Ok(known.map(|(_, job)| job)),
+            Err(e) if status_of(&e).0 == Some(404) => {
+                self.seen.lock().expect("lock").remove(id);
+                Ok(None)
+            }
+            Err(e) => Err(unavailable("reading a job record", e)),
+        }
+    }
+
+    async fn find_by_key(&self, owner: &str, key: &str) -> Result<Option<Job>, StoreError> {
+        let name = format!("keys/{}/{}", hashed(owner), hashed(key));
+        match self.read_text(&name).await? {
+            Some((id, _)) => self.get(&String::from_utf8_lossy(&id)).await,
+            None => Ok(None),
+        }
+    }
+
+    async fn list(&self, owner: &str, limit: usize) -> Result<Vec<Job>, StoreError> {
+        let prefix = format!("owners/{}/", hashed(owner));
+        let mut ids: Vec<String> = self
+            .names(&prefix)
+            .await?
+            .into_iter()
+            .filter_map(|(name, _)| name.strip_prefix(&prefix).map(str::to_string))
+            .collect();
+        // Ids are time-ordered (UUIDv7): newest first is reverse name order.
+        ids.sort_by(|a, b| b.cmp(a));
+        ids.truncate(limit);
+        self.get_many(ids).await
+    }
+
+    async fn update(&self, job: &Job) -> Result<Job, StoreError> {
+        let name = record_name(&job.id)?;
+        let cached = self.seen.lock().expect("lock").get(&job.id).cloned();
+        let etag = match cached {
+            Some((etag, stored)) if stored.revision == job.revision => etag,
+            _ => {
+                let current = self.get(&job.id).await?.ok_or(StoreError::NotFound)?;
+                if current.revision != job.revision {
+                    return Err(StoreError::Conflict);
+                }
+                self.seen
+                    .lock()
+                    .expect("lock")
+                    .get(&job.id)
+                    .map(|(e, _)| e.clone())
+                    .ok_or(StoreError::Conflict)?
+            }
+        };
+        let mut next = job.clone();
+        next.revision = job.revision + 1;
+        let new_etag = self
+            .put(
+                &name,
+                serde_json::to_vec(&next).expect("jobs serialise"),
+                false,
+                Some(etag),
+            )
+            .await?;
+        if let Some(etag) = new_etag {
+            self.seen
+                .lock()
+                .expect("lock")
+                .insert(job.id.clone(), (etag, next.clone()));
+        }
+        Ok(next)
+    }
+
+    async fn active_count(&self, owner: &str) -> Result<usize, StoreError> {
+        Ok(self
+            .list(owner, 10_000)
+            .await?
+            .iter()
+            .filter(|j| j.status.is_active())
+            .count())
+    }
+
+    async fn finished_before(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError> {
+        // A final record is not written after its job finished, so the listing's last-modified
+        // time rules out every recent record without reading it.
+        let cutoff = time::OffsetDateTime::from_unix_timestamp(before.timestamp())
+            .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+        let ids: Vec<String> = self
+            .names("jobs/")
+            .await?
+            .into_iter()
+            .filter(|(_, modified)| modified.is_none_or(|m| m < cutoff))
+            .filter_map(|(name, _)| {
+                name.strip_prefix("jobs/")
+                    .and_then(|n| n.strip_suffix(".json"))
+                    .map(str::to_string)
+            })
+            .collect();
+        let mut jobs: Vec<Job> = self
+            .get_many(ids)
+            .await?
+            .into_iter()
+            .filter(|j| {
+                matches!(
+                    j.status,
+                    JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
+                ) && j.finished_at.is_some_and(|f| f < before)
+            })
+            .collect();
+        jobs.sort_by_key(|j| j.finished_at);
+        jobs.truncate(limit);
+        Ok(jobs)
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        timed(
+            "reading the jobs container",
+            self.container.get_properties(None),
+        )
+        .await
+        .map_err(StoreError::Unavailable)?
+        .map_err(|e| unavailable("reading the jobs container", e))?;
+        Ok(())
+    }
+}

@@ -1,0 +1,480 @@
+//! Azure Storage mode against Azurite (started by scripts/test.sh): the same queue semantics
+//! as the embedded queue, Shared Key signing, SAS download links, conditional job records,
+//! a large streamed upload, start-up failures, and the whole server on Azure with separate web
+//! and worker instances.
+
+use crate::support::{orders, service_url, TestServer};
+use app::jobs::{ExportFormat, Job, JobStatus, Progress};
+use futures::StreamExt;
+use serde_json::Value;
+use server::azure::{self, AzureSettings};
+use server::blobs::azure::AzureBlobStore;
+use server::blobs::{BlobMeta, BlobStore, Download};
+use server::config::Secret;
+use server::jobs::azure::AzureJobStore;
+use server::jobs::{JobStore, StoreError};
+use server::queue::azure::AzureQueue;
+use server::queue::Queue;
+use std::sync::Arc;
+use std::time::Duration;
+
+fn connection_string() -> String {
+    service_url("EXPORTAL_TEST_AZURE_CONNECTION_STRING")
+}
+
+/// Settings with names of their own, so tests never share a queue or container.
+fn settings() -> AzureSettings {
+    let tag = &uuid::Uuid::new_v4().simple().to_string()[..10];
+    AzureSettings {
+        connection_string: Some(Secret(connection_string())),
+        blob_url: None,
+        queue_url: None,
+        queue: format!("q{tag}"),
+        files_container: format!("f{tag}"),
+        jobs_container: format!("j{tag}"),
+        api_version: None,
+    }
+}
+
+fn settings_args(s: &AzureSettings) -> Vec<String> {
+    vec![
+        "--storage".into(),
+        "azure".into(),
+        "--azure-connection-string".into(),
+        s.connection_string.clone().unwrap().0,
+        "--azure-queue".into(),
+        s.queue.clone(),
+        "--azure-files-container".into(),
+        s.files_container.clone(),
+        "--azure-jobs-container".into(),
+        s.jobs_container.clone(),
+    ]
+}
+
+async fn queue() -> Arc<dyn Queue> {
+    let c = azure::clients(&settings()).unwrap();
+    let q = AzureQueue::new(c.queue, c.poison);
+    q.ensure().await.unwrap();
+    Arc::new(q)
+}
+
+async fn blobs() -> (AzureBlobStore, azure::AzureClients) {
+    let s = settings();
+    let store = AzureBlobStore::new(
+        azure::clients(&s).unwrap().files,
+        azure::clients(&s).unwrap().links,
+    );
+    store.ensure().await.unwrap();
+    (store, azure::clients(&s).unwrap())
+}
+
+#[tokio::test]
+async fn azure_queue_visibility_hides_and_redelivers() {
+    crate::queue::visibility_hides_and_redelivers(queue().await).await;
+}
+
+#[tokio::test]
+async fn azure_queue_heartbeat_extends_and_rotates_the_receipt() {
+    crate::queue::heartbeat_extends_and_rotates_the_receipt(queue().await).await;
+}
+
+#[tokio::test]
+async fn azure_queue_release_and_delayed_send() {
+    crate::queue::release_and_delayed_send(queue().await).await;
+}
+
+#[tokio::test]
+async fn azure_queue_dead_letter_moves_to_poison() {
+    crate::queue::dead_letter_moves_to_poison(queue().await).await;
+}
+
+#[tokio::test]
+async fn azure_queue_competing_receivers_split_the_messages() {
+    crate::queue::competing_receivers_split_the_messages(queue().await).await;
+}
+
+#[tokio::test]
+async fn a_wrong_account_key_fails_at_start_up_with_403() {
+    let mut s = settings();
+    let good = connection_string();
+    let wrong_key = "AccountKey=".to_string() + &"A".repeat(86) + "==";
+    let key_start = good.find("AccountKey=").unwrap();
+    let key_end = good[key_start..].find(';').unwrap() + key_start;
+    s.connection_string = Some(Secret(format!(
+        "{}{}{}",
+        &good[..key_start],
+        wrong_key,
+        &good[key_end..]
+    )));
+    let c = azure::clients(&s).unwrap();
+    let q = AzureQueue::new(c.queue, c.poison);
+    let e = q.ensure().await.unwrap_err();
+    assert!(
+        e.contains("403") && e.contains("AuthenticationFailed"),
+        "{e}"
+    );
+    assert!(e.contains("check the account key"), "{e}");
+}
+
+#[tokio::test]
+async fn a_wrong_endpoint_fails_at_start_up_quickly_and_clearly() {
+    let free = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let args: Vec<String> = settings_args(&settings())
+        .into_iter()
+        .map(|a| {
+            if a.starts_with("DefaultEndpointsProtocol") {
+                format!(
+                    "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={};BlobEndpoint=http://127.0.0.1:{free}/devstoreaccount1;QueueEndpoint=http://127.0.0.1:{free}/devstoreaccount1;",
+                    server::azure::connection::DEV_KEY
+                )
+            } else {
+                a
+            }
+        })
+        .collect();
+    let data = tempfile::tempdir().unwrap();
+    let mut all = vec![
+        "--addr".to_string(),
+        "127.0.0.1:0".into(),
+        "--data-dir".into(),
+        data.path().display().to_string(),
+    ];
+    all.extend(args);
+    let settings = server::config::Settings::from_args(all).unwrap();
+    let started = std::time::Instant::now();
+    let leptos = leptos::config::LeptosOptions::builder()
+        .output_name("exportal")
+        .build();
+    let Err(e) = server::start(settings, leptos).await else {
+        panic!("started without storage")
+    };
+    let e = format!("{e:#}");
+    assert!(
+        e.contains("Azure Storage") && e.contains("cannot reach the storage endpoint"),
+        "{e}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(25),
+        "failed after {:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn download_links_are_read_only_short_lived_and_for_one_blob() {
+    let (store, _) = blobs().await;
+    let meta = BlobMeta {
+        content_type: "text/csv".into(),
+        filename: "orders-2026-11-27.csv".into(),
+    };
+    let body = futures::stream::iter(vec![Ok(bytes::Bytes::from_static(
+        b"id,name\r\n1,Zo\xc3\xab\r\n",
+    ))])
+    .boxed();
+    store.put("a.csv", &meta, body).await.unwrap();
+    let other = futures::stream::iter(vec![Ok(bytes::Bytes::from_static(b"secret"))]).boxed();
+    store.put("b.csv", &meta, other).await.unwrap();
+
+    let Download::Redirect(url) = store
+        .download("a.csv", &meta, Duration::from_secs(300))
+        .await
+        .unwrap()
+    else {
+        panic!("a key credential gives redirects")
+    };
+    assert!(url.contains("sp=r") && url.contains("sig="), "{url}");
+    let http = reqwest::Client::new();
+    let res = http.get(&url).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()["content-disposition"],
+        "attachment; filename=\"orders-2026-11-27.csv\"; filename*=UTF-8''orders-2026-11-27.csv"
+    );
+    assert_eq!(
+        res.bytes().await.unwrap().as_ref(),
+        b"id,name\r\n1,Zo\xc3\xab\r\n"
+    );
+
+    assert_eq!(
+        http.put(&url)
+            .body("overwrite")
+            .header("x-ms-blob-type", "BlockBlob")
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        403,
+        "a read link cannot write"
+    );
+    assert_eq!(
+        http.delete(&url).send().await.unwrap().status(),
+        403,
+        "a read link cannot delete"
+    );
+    let elsewhere = url.replacen("/a.csv?", "/b.csv?", 1);
+    assert_eq!(
+        http.get(&elsewhere).send().await.unwrap().status(),
+        403,
+        "a link is for one blob"
+    );
+    let widened = url.replacen("sp=r", "sp=rw", 1);
+    assert_eq!(
+        http.get(&widened).send().await.unwrap().status(),
+        403,
+        "a tampered link fails"
+    );
+
+    let Download::Redirect(short) = store
+        .download("a.csv", &meta, Duration::from_secs(1))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        http.get(&short).send().await.unwrap().status(),
+        403,
+        "an expired link fails"
+    );
+}
+
+#[tokio::test]
+async fn a_large_file_streams_up_in_blocks_without_growing_memory() {
+    let (store, _) = blobs().await;
+    const SIZE: usize = 200 * 1024 * 1024;
+    const CHUNK: usize = 256 * 1024;
+    let rss = || {
+        std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find(|l| l.starts_with("VmRSS:"))
+            .and_then(|l| {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|k| k.parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+            / 1024
+    };
+    let before = rss();
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(before));
+    let p = peak.clone();
+    let body = futures::stream::iter(0..SIZE / CHUNK)
+        .map(move |i| {
+            p.fetch_max(rss(), std::sync::atomic::Ordering::Relaxed);
+            Ok(bytes::Bytes::from(vec![(i % 251) as u8; CHUNK]))
+        })
+        .boxed();
+    let meta = BlobMeta {
+        content_type: "application/octet-stream".into(),
+        filename: "big.bin".into(),
+    };
+    let written = store.put("big.bin", &meta, body).await.unwrap();
+    assert_eq!(written as usize, SIZE);
+    assert_eq!(store.size("big.bin").await.unwrap(), Some(SIZE as u64));
+    let peak = peak.load(std::sync::atomic::Ordering::Relaxed).max(rss());
+    println!("200 MiB upload: RSS before {before} MiB, peak {peak} MiB");
+    assert!(
+        peak - before < 120,
+        "memory grew by {} MiB for a 200 MiB file",
+        peak - before
+    );
+}
+
+fn job(owner: &str) -> Job {
+    Job {
+        id: uuid::Uuid::now_v7().simple().to_string(),
+        owner: owner.into(),
+        dataset: "orders".into(),
+        format: ExportFormat::Csv,
+        gzip: false,
+        status: JobStatus::Queued,
+        params: Default::default(),
+        columns: vec!["id".into()],
+        created_at: chrono::Utc::now(),
+        started_at: None,
+        finished_at: None,
+        attempts: 0,
+        progress: Progress::default(),
+        error: None,
+        file: None,
+        cancel_requested: false,
+        revision: 0,
+    }
+}
+
+#[tokio::test]
+async fn job_records_are_compare_and_set_so_concurrent_writers_never_overwrite() {
+    let s = settings();
+    let web = AzureJobStore::new(azure::clients(&s).unwrap().jobs);
+    web.ensure().await.unwrap();
+    // A second store is another process: it has its own view of the ETags.
+    let worker = AzureJobStore::new(azure::clients(&s).unwrap().jobs);
+
+    let (created, fresh) = web.create(&job("alice"), Some("key-1")).await.unwrap();
+    assert!(fresh);
+    let (again, fresh) = web.create(&job("alice"), Some("key-1")).await.unwrap();
+    assert!(!fresh);
+    assert_eq!(
+        again.id, created.id,
+        "the idempotency key returns the first job"
+    );
+
+    let mut cancel = worker.get(&created.id).await.unwrap().unwrap();
+    let mut progress = web.get(&created.id).await.unwrap().unwrap();
+    cancel.cancel_requested = true;
+    progress.progress.rows = 42;
+    let stored = worker.update(&cancel).await.unwrap();
+    assert_eq!(stored.revision, 2);
+    assert!(
+        matches!(web.update(&progress).await, Err(StoreError::Conflict)),
+        "the stale write must fail"
+    );
+    let now = web.get(&created.id).await.unwrap().unwrap();
+    assert!(now.cancel_requested, "the cancel survived");
+    assert_eq!(now.progress.rows, 0);
+
+    let second = web.create(&job("alice"), None).await.unwrap().0;
+    web.create(&job("bob"), None).await.unwrap();
+    let list = web.list("alice", 10).await.unwrap();
+    assert_eq!(
+        list.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
+        vec![second.id.clone(), created.id.clone()]
+    );
+    assert_eq!(web.active_count("alice").await.unwrap(), 2);
+    assert_eq!(
+        web.find_by_key("alice", "key-1").await.unwrap().unwrap().id,
+        created.id
+    );
+    assert!(web.find_by_key("bob", "key-1").await.unwrap().is_none());
+    assert!(web.get("../../etc").await.is_err() || web.get("../../etc").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn an_export_runs_end_to_end_on_azure_and_downloads_through_a_sas_redirect() {
+    let s = settings();
+    let args = settings_args(&s);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let server = TestServer::start(&args).await;
+    let alice = server.user("alice");
+    let job = alice.submit(orders("csv")).await;
+    let id = job["id"].as_str().unwrap();
+    let done = alice
+        .wait_for(id, &["succeeded", "failed"], Duration::from_secs(60))
+        .await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let res = no_redirects
+        .get(server.url(&format!("/api/v1/exports/{id}/download")))
+        .header("x-forwarded-user", "alice")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 302, "downloads redirect to the storage");
+    let location = res.headers()["location"].to_str().unwrap().to_string();
+    assert!(
+        location.contains(&s.files_container) && location.contains("sig="),
+        "{location}"
+    );
+    let file = reqwest::get(&location).await.unwrap();
+    assert!(file.headers()["content-disposition"]
+        .to_str()
+        .unwrap()
+        .starts_with("attachment; filename=\"orders-"));
+    let bytes = file.bytes().await.unwrap();
+    assert_eq!(
+        csv::Reader::from_reader(&bytes[..]).records().count() as u64,
+        crate::support::DEMO_ORDERS
+    );
+    let bob = server.user("bob").download(id).await;
+    assert_eq!(bob.status(), 404, "the link is minted only for the owner");
+    let status: Value = alice
+        .post("/api/fn/status")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["storage"], "azure");
+    server.running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_web_instance_shows_live_progress_of_a_job_run_by_a_separate_worker() {
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+    let s = settings();
+    let mut web_args = settings_args(&s);
+    web_args.extend([
+        "--role".into(),
+        "web".into(),
+        "--demo-orders".into(),
+        "100000".into(),
+    ]);
+    let web_args: Vec<&str> = web_args.iter().map(String::as_str).collect();
+    let web = TestServer::start(&web_args).await;
+    let mut worker_args = settings_args(&s);
+    worker_args.extend([
+        "--role".into(),
+        "worker".into(),
+        "--demo-orders".into(),
+        "100000".into(),
+    ]);
+    let worker_args: Vec<&str> = worker_args.iter().map(String::as_str).collect();
+    let worker = TestServer::start(&worker_args).await;
+
+    let mut request = format!("ws://{}/ws", web.running.addr)
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("x-forwarded-user", "alice".parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let Some(Ok(Message::Text(first))) = ws.next().await else {
+        panic!("no snapshot")
+    };
+    assert!(first.contains("\"snapshot\""));
+
+    let job = web.user("alice").submit(orders("ndjson")).await;
+    let id = job["id"].as_str().unwrap().to_string();
+    let mut statuses = Vec::new();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(90);
+    while tokio::time::Instant::now() < deadline {
+        let Ok(Some(Ok(Message::Text(text)))) =
+            tokio::time::timeout(Duration::from_secs(5), ws.next()).await
+        else {
+            continue;
+        };
+        let m: Value = serde_json::from_str(&text).unwrap();
+        if m["type"] == "job" && m["job"]["id"] == id.as_str() {
+            let status = m["job"]["status"].as_str().unwrap().to_string();
+            if statuses.last() != Some(&status) {
+                statuses.push(status.clone());
+            }
+            if status == "succeeded" {
+                break;
+            }
+        }
+    }
+    assert!(
+        statuses.contains(&"running".to_string()),
+        "the web page saw the worker's progress: {statuses:?}"
+    );
+    assert_eq!(
+        statuses.last().map(String::as_str),
+        Some("succeeded"),
+        "{statuses:?}"
+    );
+    worker.running.shutdown().await.unwrap();
+    web.running.shutdown().await.unwrap();
+}
