@@ -26,8 +26,9 @@ source scripts/services.sh
 server_pid=
 cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; stop_services; rm -rf "$work"; }
 trap cleanup EXIT
-step "starting PostgreSQL"
+step "starting PostgreSQL and Azurite"
 start_postgres "$work"
+start_azurite "$work"
 PSQL="$EXPORTAL_TEST_POSTGRES_BIN/psql"
 [ -x "$PSQL" ] || PSQL=psql
 
@@ -71,6 +72,16 @@ type = "integer"
 required = true
 
 [[datasets]]
+id = "tiny"
+title = "one row (latency)"
+source = "lite"
+sql = "SELECT id FROM bench WHERE id = :max_id"
+[[datasets.params]]
+name = "max_id"
+type = "integer"
+required = true
+
+[[datasets]]
 id = "lite"
 title = "bench (SQLite)"
 source = "lite"
@@ -84,25 +95,44 @@ TOML
 now() { date +%s.%N; }
 secs() { python3 -c "print(f'{$2 - $1:.2f}')"; }
 
+# STORAGE=local|azure and ROLE=all|web select the instance; ROLE=web also starts a worker.
+STORAGE=local
+ROLE=all
+worker_pid=
 start_server() {
-  local port
+  local port storage_args=()
   port=$(free_port)
-  rm -rf "$work/data"
+  rm -rf "$work/data" "$work/worker-data"
+  if [ "$STORAGE" = azure ]; then
+    local tag
+    tag=b$(date +%s%N | tail -c 9)
+    storage_args=(--storage azure --azure-connection-string "$EXPORTAL_TEST_AZURE_CONNECTION_STRING"
+      --azure-queue "$tag" --azure-files-container "$tag" --azure-jobs-container "${tag}j")
+  fi
+  local common=(--datasets "$work/datasets.toml" --auth header --row-cap 100000000 --csv-line-ending lf "${storage_args[@]}")
   LEPTOS_SITE_ROOT=target/site LEPTOS_OUTPUT_NAME=exportal RUST_LOG=warn \
-    target/release/server --addr "127.0.0.1:$port" --data-dir "$work/data" --datasets "$work/datasets.toml" \
-    --auth header --row-cap 100000000 --csv-line-ending lf >"$work/server.log" 2>&1 &
+    target/release/server --addr "127.0.0.1:$port" --data-dir "$work/data" --role "$ROLE" "${common[@]}" >"$work/server.log" 2>&1 &
   server_pid=$!
+  if [ "$ROLE" = web ]; then
+    LEPTOS_OUTPUT_NAME=exportal RUST_LOG=warn target/release/server --addr "127.0.0.1:$(free_port)" \
+      --data-dir "$work/worker-data" --role worker "${common[@]}" >"$work/worker.log" 2>&1 &
+    worker_pid=$!
+  fi
   BASE="http://127.0.0.1:$port"
   for _ in $(seq 1 200); do curl -fs "$BASE/healthz" >/dev/null && return; sleep 0.1; done
   cat "$work/server.log"; exit 1
 }
 
-stop_server() { kill "$server_pid"; wait "$server_pid" 2>/dev/null || true; server_pid=; }
+stop_server() {
+  kill "$server_pid" $worker_pid 2>/dev/null
+  wait "$server_pid" $worker_pid 2>/dev/null || true
+  server_pid= worker_pid=
+}
 
 # exportal DATASET MAX_ID → prints "worker_seconds wall_seconds rows bytes peak_rss_mb"
 exportal() {
   start_server
-  trap 'kill "$server_pid" 2>/dev/null' EXIT
+  trap 'kill "$server_pid" $worker_pid 2>/dev/null' EXIT
   local t0 t1 id job status
   t0=$(now)
   id=$(curl -fs -H 'x-forwarded-user: bench' -H 'content-type: application/json' \
@@ -137,6 +167,37 @@ read -r pg_worker pg_wall pg_rows pg_bytes pg_rss <<<"$(exportal pg "$ROWS")"
 read -r lite_worker lite_wall lite_rows lite_bytes lite_rss <<<"$(exportal lite "$ROWS")"
 read -r _ _ _ _ pg_small_rss <<<"$(exportal pg "$SMALL")"
 read -r _ _ _ _ lite_small_rss <<<"$(exportal lite "$SMALL")"
+read -r az_worker az_wall az_rows az_bytes az_rss <<<"$(STORAGE=azure exportal pg "$ROWS")"
+read -r _ _ _ _ az_small_rss <<<"$(STORAGE=azure exportal pg "$SMALL")"
+
+# latency STORAGE ROLE → "p50 p95" of submit → worker start (the job's created_at → started_at)
+# over 50 one-row jobs, submitted one after another.
+latency() {
+  STORAGE=$1 ROLE=$2 start_server
+  trap 'kill "$server_pid" $worker_pid 2>/dev/null' EXIT
+  sleep 1
+  local ids=() id
+  for _ in $(seq 1 50); do
+    id=$(curl -fs -H 'x-forwarded-user: bench' -H 'content-type: application/json' \
+          -d '{"dataset":"tiny","format":"csv","params":{"max_id":7}}' "$BASE/api/v1/exports" |
+         python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+    while :; do
+      curl -fs -H 'x-forwarded-user: bench' "$BASE/api/v1/exports/$id" | grep -q '"status":"succeeded"' && break
+      sleep 0.02
+    done
+    ids+=("$id")
+  done
+  curl -fs -H 'x-forwarded-user: bench' "$BASE/api/v1/exports" | python3 -c '
+import json, sys
+from datetime import datetime
+d = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))
+ms = sorted((d(j["started_at"]) - d(j["created_at"])).total_seconds() * 1000 for j in json.load(sys.stdin))
+print(f"{ms[len(ms) // 2]:.0f} {ms[int(len(ms) * 0.95) - 1]:.0f}")'
+  stop_server
+}
+read -r lat_local_50 lat_local_95 <<<"$(latency local all)"
+read -r lat_az_50 lat_az_95 <<<"$(latency azure all)"
+read -r lat_split_50 lat_split_95 <<<"$(latency azure web)"
 
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
 rate() { python3 -c "print(f'{$1 / $2 / 1e6:.2f}')"; }
@@ -149,3 +210,12 @@ echo "| psql COPY (baseline) | $copy_s | $(rate "$ROWS" "$copy_s") | $(python3 -
 echo "| Exportal, PostgreSQL → local store | $pg_worker (wall $pg_wall) | $(rate "$pg_rows" "$pg_worker") | $(python3 -c "print(f'{$pg_bytes/1e6:.0f}')") | $(ratio "$copy_s" "$pg_worker") × COPY | $pg_small_rss MB | $pg_rss MB |"
 echo "| sqlite3 -csv (baseline) | $sqlite_s | $(rate "$ROWS" "$sqlite_s") | $(python3 -c "print(f'{$(stat -c %s "$work/sqlite.csv")/1e6:.0f}')") | 1.00 | | |"
 echo "| Exportal, SQLite → local store | $lite_worker (wall $lite_wall) | $(rate "$lite_rows" "$lite_worker") | $(python3 -c "print(f'{$lite_bytes/1e6:.0f}')") | $(ratio "$sqlite_s" "$lite_worker") × sqlite3 | $lite_small_rss MB | $lite_rss MB |"
+echo "| Exportal, PostgreSQL → Azurite (blob) | $az_worker (wall $az_wall) | $(rate "$az_rows" "$az_worker") | $(python3 -c "print(f'{$az_bytes/1e6:.0f}')") | $(ratio "$copy_s" "$az_worker") × COPY | $az_small_rss MB | $az_rss MB |"
+echo
+echo "Submit → worker start (job created_at → started_at), 50 one-row jobs one after another:"
+echo
+echo "| deployment | p50 ms | p95 ms |"
+echo "|---|---|---|"
+echo "| role all, local store | $lat_local_50 | $lat_local_95 |"
+echo "| role all, Azurite | $lat_az_50 | $lat_az_95 |"
+echo "| web + separate worker, Azurite | $lat_split_50 | $lat_split_95 |"

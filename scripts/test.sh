@@ -31,6 +31,19 @@ export LEPTOS_SITE_ADDR LEPTOS_RELOAD_PORT
 export EXPORTAL_DATA_DIR="$work/data"
 cargo leptos end-to-end
 
+step "browser tests again: a web instance and a separate worker on Azurite"
+(
+  export EXPORTAL_STORAGE=azure AZURE_STORAGE_CONNECTION_STRING="$EXPORTAL_TEST_AZURE_CONNECTION_STRING"
+  export EXPORTAL_AZURE_QUEUE=e2e-jobs EXPORTAL_AZURE_FILES_CONTAINER=e2e-files EXPORTAL_AZURE_JOBS_CONTAINER=e2e-jobs
+  # The worker is the debug binary cargo-leptos just built; it starts before the web instance
+  # and is stopped by its PID afterwards.
+  LEPTOS_OUTPUT_NAME=exportal EXPORTAL_ROLE=worker EXPORTAL_DATA_DIR="$work/worker-data" \
+    EXPORTAL_ADDR="127.0.0.1:$(free_port)" target/debug/server >"$work/worker.log" 2>&1 &
+  worker=$!
+  trap 'kill "$worker" 2>/dev/null' EXIT
+  EXPORTAL_ROLE=web EXPORTAL_DATA_DIR="$work/web-data" LEPTOS_SITE_ADDR="127.0.0.1:$(free_port)" cargo leptos end-to-end
+)
+
 step "Rust tests (unit and integration)"
 # The same RUSTFLAGS and output name as cargo-leptos's debug build, so the tests reuse its
 # compiled dependencies instead of building ~350 crates again. The app crate is tested with the

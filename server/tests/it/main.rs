@@ -5,6 +5,7 @@
 
 mod api;
 mod azure;
+mod azure_faults;
 mod crash;
 mod http;
 mod queue;
