@@ -71,6 +71,23 @@ const ROWS: u64 = 20_000;
 
 impl Harness {
     async fn new(fail_puts: u32, chunk_delay: Duration, row_cap: u64, max_attempts: u32) -> Self {
+        Self::with_retention(
+            fail_puts,
+            chunk_delay,
+            row_cap,
+            max_attempts,
+            Duration::from_secs(3600),
+        )
+        .await
+    }
+
+    async fn with_retention(
+        fail_puts: u32,
+        chunk_delay: Duration,
+        row_cap: u64,
+        max_attempts: u32,
+        retention: Duration,
+    ) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("demo.db");
         demo::ensure_database(&db, ROWS).await.unwrap();
@@ -104,6 +121,7 @@ impl Harness {
             retry_base: Duration::from_millis(40),
             retry_max: Duration::from_millis(80),
             progress_store: Duration::from_millis(100),
+            retention,
             ..WorkerConfig::default()
         };
         let wake = Arc::new(tokio::sync::Notify::new());
@@ -346,4 +364,38 @@ async fn a_cancel_stops_a_running_export_within_a_second_and_leaves_no_file() {
     assert!(h.files().is_empty());
     assert_eq!(h.partials(), 0, "the partial file is removed");
     let _ = &h.blobs;
+}
+
+#[tokio::test]
+async fn finished_exports_expire_after_the_retention_time_and_their_files_are_removed() {
+    let h = Harness::with_retention(0, Duration::ZERO, u64::MAX, 5, Duration::from_secs(1)).await;
+    let kept = h.submit("csv").await;
+    assert_eq!(
+        h.worker.process(h.next_message().await).await,
+        Outcome::Succeeded
+    );
+    assert_eq!(h.files().len(), 1);
+    assert_eq!(
+        h.worker.sweep_expired().await,
+        0,
+        "nothing is older than the retention yet"
+    );
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(h.worker.sweep_expired().await, 1);
+    let job = h.job(&kept).await;
+    assert_eq!(job.status, JobStatus::Expired);
+    assert!(h.files().is_empty(), "the file is removed");
+    let e = h
+        .service
+        .download("alice", &kept)
+        .await
+        .err()
+        .expect("no download after expiry");
+    assert!(e.message.contains("expired"), "{}", e.message);
+    assert_eq!(
+        h.worker.sweep_expired().await,
+        0,
+        "an expired job is not swept twice"
+    );
 }
