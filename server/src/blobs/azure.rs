@@ -6,7 +6,6 @@
 use super::{BlobError, BlobMeta, BlobStore, ByteStream, Download};
 use crate::azure::{explain, sas, status_of, timed, Links};
 use async_trait::async_trait;
-use azure_core::http::RequestContent;
 use azure_storage_blob::models::{
     BlobClientGetPropertiesResultHeaders, BlockBlobClientCommitBlockListOptions, BlockLookupList,
 };
@@ -156,7 +155,7 @@ impl BlobStore for AzureBlobStore {
                 let len = block.len() as u64;
                 timed(
                     "uploading a block",
-                    blob.stage_block(&id, len, RequestContent::from(block.to_vec()), None),
+                    blob.stage_block(&id, len, block.into(), None),
                 )
                 .await
                 .map_err(BlobError::Io)?
