@@ -87,24 +87,6 @@ test('progress moves live and a reload mid-export keeps the job, which then fini
   await expect(again.getByTestId('job-detail')).toContainText('1,000,000 rows');
 });
 
-test('a running export can be cancelled and retried', async ({ page }) => {
-  await openHydrated(page);
-  await page.getByTestId('dataset-orders').click();
-  await page.getByTestId('format-xlsx').click();
-  await expect(page.getByTestId('gzip').locator('input')).toBeDisabled();
-  await page.getByTestId('export-button').click();
-  const job = newestJob(page);
-  await expect(job).toHaveAttribute('data-status', /queued|running/);
-  await job.getByTestId('job-cancel').click();
-  await expect(job).toHaveAttribute('data-status', 'cancelled', { timeout: 15_000 });
-  await expect(job.getByTestId('job-download')).toHaveCount(0);
-
-  await job.getByTestId('job-retry').click();
-  await expect(job).toHaveAttribute('data-status', /queued|running/);
-  await job.getByTestId('job-cancel').click();
-  await expect(job).toHaveAttribute('data-status', 'cancelled', { timeout: 15_000 });
-});
-
 test('invalid filters get a readable message instead of a job', async ({ page }) => {
   await openHydrated(page);
   await page.getByTestId('dataset-orders').click();

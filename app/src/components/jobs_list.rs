@@ -75,12 +75,92 @@ pub fn JobsList() -> impl IntoView {
     }
 }
 
+/// One job. The row's structure only changes with the job's status; progress updates change
+/// text and attributes in place, so a button under the pointer is never replaced mid-click.
 #[component]
 fn JobRow(id: String, jobs: RwSignal<Vec<Job>>) -> impl IntoView {
     let job = {
         let id = id.clone();
         Memo::new(move |_| jobs.with(|list| list.iter().find(|j| j.id == id).cloned()))
     };
+    let status =
+        Memo::new(move |_| job.with(|j| j.as_ref().map(|j| j.status).unwrap_or(JobStatus::Queued)));
+    let cancel_requested =
+        Memo::new(move |_| job.with(|j| j.as_ref().is_some_and(|j| j.cancel_requested)));
+    let rows = Memo::new(move |_| job.with(|j| j.as_ref().map(|j| j.progress.rows).unwrap_or(0)));
+    let percent = Memo::new(move |_| {
+        job.with(|j| {
+            let j = j.as_ref()?;
+            match (j.status, j.progress.total_rows) {
+                (JobStatus::Succeeded, _) => Some(100.0),
+                (_, Some(t)) if t > 0 => {
+                    Some((j.progress.rows as f64 / t as f64 * 100.0).min(100.0))
+                }
+                _ => None,
+            }
+        })
+    });
+    let error = Memo::new(move |_| {
+        job.with(|j| {
+            j.as_ref()
+                .and_then(|j| j.error.clone())
+                .filter(|e| e.code != "cancelled")
+                .map(|e| e.message)
+        })
+    });
+    let file_name = Memo::new(move |_| {
+        job.with(|j| {
+            j.as_ref()
+                .and_then(|j| j.file.as_ref().map(|f| f.name.clone()))
+                .unwrap_or_default()
+        })
+    });
+    let title = move || {
+        job.with(|j| {
+            j.as_ref()
+                .map(|j| {
+                    format!(
+                        "{} · {}{}",
+                        j.dataset,
+                        j.format.label(),
+                        if j.gzip { " (gzip)" } else { "" }
+                    )
+                })
+                .unwrap_or_default()
+        })
+    };
+    let detail = move || {
+        job.with(|j| {
+            let Some(j) = j.as_ref() else {
+                return String::new();
+            };
+            let rows_text = match j.progress.total_rows {
+                Some(t) => format!(
+                    "{} of {} rows",
+                    group_digits(j.progress.rows),
+                    group_digits(t)
+                ),
+                None => format!("{} rows", group_digits(j.progress.rows)),
+            };
+            match j.status {
+                JobStatus::Running => {
+                    let mut parts = vec![rows_text, human_bytes(j.progress.bytes)];
+                    parts.extend(eta(j));
+                    parts.join(" · ")
+                }
+                JobStatus::Succeeded => j
+                    .file
+                    .as_ref()
+                    .map(|f| format!("{} rows · {}", group_digits(f.rows), human_bytes(f.bytes)))
+                    .unwrap_or_default(),
+                JobStatus::Queued => "Waiting for a worker…".into(),
+                JobStatus::Retrying => "Will try again shortly.".into(),
+                JobStatus::Expired => "The file has expired.".into(),
+                _ => String::new(),
+            }
+        })
+    };
+
     let cancel = ServerAction::<CancelExport>::new();
     let retry = ServerAction::<RetryExport>::new();
     Effect::new(move |_| {
@@ -96,96 +176,65 @@ fn JobRow(id: String, jobs: RwSignal<Vec<Job>>) -> impl IntoView {
             .find_map(|r| r.err())
             .map(|e| e.message)
     };
-    let id_for_cancel = id.clone();
-    let id_for_retry = id.clone();
+    let download_href = format!("/api/v1/exports/{id}/download");
     let testid = format!("job-{id}");
+    let (cancel_id, retry_id) = (id.clone(), id);
 
-    move || {
-        let Some(j) = job.get() else {
-            return ().into_any();
-        };
-        let status = j.status;
-        let total = j.progress.total_rows;
-        let percent = match (status, total) {
-            (JobStatus::Succeeded, _) => Some(100.0),
-            (_, Some(t)) if t > 0 => Some((j.progress.rows as f64 / t as f64 * 100.0).min(100.0)),
-            _ => None,
-        };
-        let rows_text = match total {
-            Some(t) => format!(
-                "{} of {} rows",
-                group_digits(j.progress.rows),
-                group_digits(t)
-            ),
-            None => format!("{} rows", group_digits(j.progress.rows)),
-        };
-        let title = format!(
-            "{} · {}{}",
-            j.dataset,
-            j.format.label(),
-            if j.gzip { " (gzip)" } else { "" }
-        );
-        let detail = match status {
-            JobStatus::Running => {
-                let mut parts = vec![rows_text.clone(), human_bytes(j.progress.bytes)];
-                parts.extend(eta(&j));
-                parts.join(" · ")
-            }
-            JobStatus::Succeeded => j
-                .file
-                .as_ref()
-                .map(|f| format!("{} rows · {}", group_digits(f.rows), human_bytes(f.bytes)))
-                .unwrap_or_default(),
-            JobStatus::Queued => "Waiting for a worker…".into(),
-            JobStatus::Retrying => "Will try again shortly.".into(),
-            JobStatus::Expired => "The file has expired.".into(),
-            _ => String::new(),
-        };
-        let (cid, rid) = (id_for_cancel.clone(), id_for_retry.clone());
-        view! {
-            <li class=format!("job job-{status}") data-testid=testid.clone() data-status=status.as_str()>
-                <div class="job-head">
-                    <span class="job-title">{title}</span>
-                    <span class=format!("badge badge-{status}") data-testid="job-status" aria-live="polite">{status.as_str()}</span>
-                </div>
-                <div class="progress" role="progressbar" aria-label="Export progress"
-                    aria-valuemin="0" aria-valuemax="100"
-                    aria-valuenow=percent.map(|p| format!("{p:.0}"))
-                    data-testid="job-progress" data-rows=j.progress.rows.to_string()>
-                    <div class=if percent.is_some() { "progress-bar" } else { "progress-bar indeterminate" }
-                        style=format!("width: {}%", percent.unwrap_or(if status == JobStatus::Running { 30.0 } else { 0.0 }))></div>
-                </div>
-                <p class="job-detail muted small" data-testid="job-detail">{detail}</p>
-                {j.error.as_ref().filter(|_| status != JobStatus::Cancelled || j.error.as_ref().is_some_and(|e| e.code != "cancelled"))
-                    .map(|e| view! { <p class="error small" data-testid="job-error">{e.message.clone()}</p> })}
-                {action_error().map(|m| view! { <p class="error small" role="alert">{m}</p> })}
-                <div class="job-actions">
-                    {status.is_active().then(|| view! {
-                        <button type="button" class="button secondary small-button" data-testid="job-cancel"
-                            disabled=j.cancel_requested
-                            on:click=move |_| { cancel.dispatch(CancelExport { id: cid.clone() }); }>
-                            {if j.cancel_requested { "Cancelling…" } else { "Cancel" }}
-                        </button>
-                    })}
-                    {matches!(status, JobStatus::Failed | JobStatus::Cancelled).then(|| view! {
-                        <button type="button" class="button secondary small-button" data-testid="job-retry"
-                            on:click=move |_| { retry.dispatch(RetryExport { id: rid.clone() }); }>
-                            "Retry"
-                        </button>
-                    })}
-                    {(status == JobStatus::Succeeded).then(|| {
-                        let name = j.file.as_ref().map(|f| f.name.clone()).unwrap_or_default();
+    view! {
+        <li class=move || format!("job job-{}", status.get()) data-testid=testid data-status=move || status.get().as_str()>
+            <div class="job-head">
+                <span class="job-title">{title}</span>
+                <span class=move || format!("badge badge-{}", status.get()) data-testid="job-status" aria-live="polite">
+                    {move || status.get().as_str()}
+                </span>
+            </div>
+            <div class="progress" role="progressbar" aria-label="Export progress"
+                aria-valuemin="0" aria-valuemax="100"
+                aria-valuenow=move || percent.get().map(|p| format!("{p:.0}"))
+                data-testid="job-progress" data-rows=move || rows.get().to_string()>
+                <div
+                    class=move || if percent.get().is_some() { "progress-bar" } else { "progress-bar indeterminate" }
+                    style=move || {
+                        let fallback = if status.get() == JobStatus::Running { 30.0 } else { 0.0 };
+                        format!("width: {}%", percent.get().unwrap_or(fallback))
+                    }
+                ></div>
+            </div>
+            <p class="job-detail muted small" data-testid="job-detail">{detail}</p>
+            {move || error.get().map(|m| view! { <p class="error small" data-testid="job-error">{m}</p> })}
+            {move || action_error().map(|m| view! { <p class="error small" role="alert">{m}</p> })}
+            <div class="job-actions">
+                <Show when=move || status.get().is_active()>
+                    {
+                        let id = cancel_id.clone();
                         view! {
-                            <a class="button small-button" data-testid="job-download" download=name.clone()
-                                href=format!("/api/v1/exports/{}/download", j.id)>
-                                "Download"
-                                <span class="visually-hidden">{format!(" {name}")}</span>
-                            </a>
+                            <button type="button" class="button secondary small-button" data-testid="job-cancel"
+                                disabled=move || cancel_requested.get()
+                                on:click=move |_| { cancel.dispatch(CancelExport { id: id.clone() }); }>
+                                {move || if cancel_requested.get() { "Cancelling…" } else { "Cancel" }}
+                            </button>
                         }
-                    })}
-                </div>
-            </li>
-        }
-        .into_any()
+                    }
+                </Show>
+                <Show when=move || matches!(status.get(), JobStatus::Failed | JobStatus::Cancelled)>
+                    {
+                        let id = retry_id.clone();
+                        view! {
+                            <button type="button" class="button secondary small-button" data-testid="job-retry"
+                                on:click=move |_| { retry.dispatch(RetryExport { id: id.clone() }); }>
+                                "Retry"
+                            </button>
+                        }
+                    }
+                </Show>
+                <Show when=move || status.get() == JobStatus::Succeeded>
+                    <a class="button small-button" data-testid="job-download"
+                        download=move || file_name.get() href=download_href.clone()>
+                        "Download"
+                        <span class="visually-hidden">{move || format!(" {}", file_name.get())}</span>
+                    </a>
+                </Show>
+            </div>
+        </li>
     }
 }
