@@ -60,6 +60,8 @@ test('choose, filter, preview, export, watch it finish and download the file', a
 });
 
 test('progress moves live and a reload mid-export keeps the job, which then finishes', async ({ page }) => {
+  // A million rows through a debug build (and through Azurite in the second run) takes about a minute.
+  test.setTimeout(240_000);
   await openHydrated(page);
   await page.getByTestId('dataset-orders').click();
   await page.getByTestId('format-ndjson').click();
