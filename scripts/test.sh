@@ -41,10 +41,8 @@ step "browser tests again: a web instance and a separate worker on Azurite"
     EXPORTAL_ADDR="127.0.0.1:$(free_port)" target/debug/server >"$work/worker.log" 2>&1 &
   worker=$!
   trap 'kill "$worker" 2>/dev/null' EXIT
-  # KNOWN DEFECT (open, see end2end/tests/cancel.spec.ts): cancelling a running export through a
-  # separate worker does not complete in this setup yet, so cancel.spec.ts is left out here.
   EXPORTAL_ROLE=web EXPORTAL_DATA_DIR="$work/web-data" LEPTOS_SITE_ADDR="127.0.0.1:$(free_port)" \
-    LEPTOS_END2END_CMD="npx playwright test --grep-invert cancelled" cargo leptos end-to-end
+    cargo leptos end-to-end
 )
 
 step "Rust tests (unit and integration)"

@@ -217,6 +217,38 @@ pub struct Job {
     pub revision: u64,
 }
 
+impl Job {
+    /// A job as it is first stored: queued, nothing run yet, created now. The store sets the
+    /// first revision.
+    pub fn queued(
+        id: impl Into<String>,
+        owner: impl Into<String>,
+        dataset: impl Into<String>,
+        format: ExportFormat,
+        columns: Vec<String>,
+    ) -> Self {
+        Self {
+            id: id.into(),
+            owner: owner.into(),
+            dataset: dataset.into(),
+            format,
+            gzip: false,
+            status: JobStatus::Queued,
+            params: BTreeMap::new(),
+            columns,
+            created_at: Utc::now(),
+            started_at: None,
+            finished_at: None,
+            attempts: 0,
+            progress: Progress::default(),
+            error: None,
+            file: None,
+            cancel_requested: false,
+            revision: 0,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

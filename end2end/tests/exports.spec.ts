@@ -89,6 +89,37 @@ test('progress moves live and a reload mid-export keeps the job, which then fini
   await expect(again.getByTestId('job-detail')).toContainText('1,000,000 rows');
 });
 
+// Runs after the million-row export on purpose: the order in which the page hears of a job
+// (its own action's answer or the live channel) differs from run to run, and a late answer must
+// never undo a newer state.
+test('a running export can be cancelled, retried, and cancelled again while queued', async ({ page }) => {
+  await openHydrated(page);
+  await page.getByTestId('dataset-orders').click();
+  await page.getByTestId('format-xlsx').click();
+  await expect(page.getByTestId('gzip').locator('input')).toBeDisabled();
+  await page.getByTestId('export-button').click();
+  const job = newestJob(page);
+  // Cancel only once the worker is writing rows, so the running export itself must stop.
+  await expect
+    .poll(async () => Number(await job.getByTestId('job-progress').getAttribute('data-rows')), { timeout: 30_000 })
+    .toBeGreaterThan(0);
+  await job.getByTestId('job-cancel').click();
+  await expect(job).toHaveAttribute('data-status', 'cancelled', { timeout: 15_000 });
+  await expect(job.getByTestId('job-download')).toHaveCount(0);
+  await expect(job.getByTestId('job-error')).toHaveCount(0);
+
+  // Retry, then cancel at once: usually before a worker took it.
+  await job.getByTestId('job-retry').click();
+  await expect(job).toHaveAttribute('data-status', /queued|running/);
+  await job.getByTestId('job-cancel').click();
+  await expect(job).toHaveAttribute('data-status', 'cancelled', { timeout: 15_000 });
+
+  // The stored state says the same after a reload.
+  const id = (await job.getAttribute('data-testid'))!;
+  await page.reload();
+  await expect(page.getByTestId(id)).toHaveAttribute('data-status', 'cancelled');
+});
+
 test('invalid filters get a readable message instead of a job', async ({ page }) => {
   await openHydrated(page);
   await page.getByTestId('dataset-orders').click();

@@ -210,6 +210,37 @@ impl Service {
                 return Ok((existing, false));
             }
         }
+        self.ensure_room(user).await?;
+        let total_rows = self.estimate(&dataset, &checked.params).await;
+        if let Some(n) = total_rows.filter(|&n| n > self.limits.row_cap) {
+            return Err(ApiError::bad_request(format!(
+                "This export would have {n} rows; one export may have at most {}. Narrow the filters and try again.",
+                self.limits.row_cap
+            )));
+        }
+        let mut job = Job::queued(
+            uuid::Uuid::now_v7().simple().to_string(),
+            user,
+            dataset.info.id.clone(),
+            req.format,
+            checked.columns,
+        );
+        job.gzip = req.gzip;
+        job.params = checked.params_json;
+        job.progress.total_rows = total_rows;
+        let (job, created) = self
+            .jobs
+            .create(&job, idempotency_key)
+            .await
+            .map_err(store_error)?;
+        if created {
+            self.enqueue(&job).await?;
+        }
+        Ok((job, created))
+    }
+
+    /// Refuses a new run when the user already has the most active exports allowed.
+    async fn ensure_room(&self, user: &str) -> Result<(), ApiError> {
         let active = self
             .jobs
             .store
@@ -225,45 +256,7 @@ impl Service {
                 ),
             ));
         }
-        let total_rows = self.estimate(&dataset, &checked.params).await;
-        if let Some(n) = total_rows.filter(|&n| n > self.limits.row_cap) {
-            return Err(ApiError::bad_request(format!(
-                "This export would have {n} rows; one export may have at most {}. Narrow the filters and try again.",
-                self.limits.row_cap
-            )));
-        }
-        let job = Job {
-            id: uuid::Uuid::now_v7().simple().to_string(),
-            owner: user.to_string(),
-            dataset: dataset.info.id.clone(),
-            format: req.format,
-            gzip: req.gzip,
-            status: JobStatus::Queued,
-            params: checked.params_json,
-            columns: checked.columns,
-            created_at: Utc::now(),
-            started_at: None,
-            finished_at: None,
-            attempts: 0,
-            progress: Progress {
-                rows: 0,
-                bytes: 0,
-                total_rows,
-            },
-            error: None,
-            file: None,
-            cancel_requested: false,
-            revision: 0,
-        };
-        let (job, created) = self
-            .jobs
-            .create(&job, idempotency_key)
-            .await
-            .map_err(store_error)?;
-        if created {
-            self.enqueue(&job).await?;
-        }
-        Ok((job, created))
+        Ok(())
     }
 
     async fn find_by_key(&self, user: &str, key: &str) -> Result<Option<Job>, ApiError> {
@@ -340,6 +333,7 @@ impl Service {
             })
             .await
             .map_err(store_error)?;
+        tracing::info!(job = %id, status = %job.status, "cancel requested");
         if let Some(worker) = &self.worker {
             worker.cancel_local(id);
         }
@@ -361,21 +355,7 @@ impl Service {
                 "Only failed or cancelled exports can be retried.",
             ));
         }
-        let active = self
-            .jobs
-            .store
-            .active_count(user)
-            .await
-            .map_err(store_error)?;
-        if active >= self.limits.max_active_jobs {
-            return Err(ApiError::new(
-                ErrorCode::TooManyRequests,
-                format!(
-                    "You already have {active} exports in progress (the limit is {}).",
-                    self.limits.max_active_jobs
-                ),
-            ));
-        }
+        self.ensure_room(user).await?;
         let job = self
             .jobs
             .modify(id, |j| {

@@ -155,7 +155,10 @@ impl Worker {
                 return Outcome::Released;
             }
         };
-        self.process_job(message, job).await
+        let id = job.id.clone();
+        let outcome = self.process_job(message, job).await;
+        tracing::info!(job = %id, ?outcome, "attempt ended");
+        outcome
     }
 
     #[tracing::instrument(skip_all, fields(job = %job.id))]

@@ -5,9 +5,13 @@ use crate::jobs::{Job, JobStatus};
 use crate::text::{group_digits, human_bytes};
 use leptos::prelude::*;
 
-/// Replaces the job with the same id, or adds it; newest first.
+/// Puts a version of a job into the list, newest job first. The page hears of a job from
+/// several places (the live channel, and the answers of submit, cancel and retry), and they can
+/// arrive out of order: a version with an older revision than the one shown is stale and is
+/// dropped, so a late answer never turns a cancelled job back into a running one.
 pub fn upsert(list: &mut Vec<Job>, job: Job) {
     match list.iter_mut().find(|j| j.id == job.id) {
+        Some(existing) if job.revision < existing.revision => {}
         Some(existing) => *existing = job,
         None => {
             list.push(job);
@@ -16,6 +20,22 @@ pub fn upsert(list: &mut Vec<Job>, job: Job) {
                     .cmp(&a.created_at)
                     .then_with(|| b.id.cmp(&a.id))
             });
+        }
+    }
+}
+
+/// Replaces the list with a snapshot from the server, keeping any version the page already
+/// has that is newer than the snapshot's (an action's answer can overtake a snapshot read).
+#[cfg_attr(not(feature = "hydrate"), allow(dead_code))]
+pub fn replace_all(list: &mut Vec<Job>, snapshot: Vec<Job>) {
+    let shown = std::mem::take(list);
+    *list = snapshot;
+    for job in shown {
+        if list
+            .iter()
+            .any(|j| j.id == job.id && j.revision < job.revision)
+        {
+            upsert(list, job);
         }
     }
 }
@@ -163,12 +183,15 @@ fn JobRow(id: String, jobs: RwSignal<Vec<Job>>) -> impl IntoView {
 
     let cancel = ServerAction::<CancelExport>::new();
     let retry = ServerAction::<RetryExport>::new();
-    Effect::new(move |_| {
-        let answers = [cancel.value().get(), retry.value().get()];
-        for updated in answers.into_iter().flatten().flatten() {
-            jobs.update(|list| upsert(list, updated));
-        }
-    });
+    // One effect per action: an effect reading both would apply the other action's old
+    // answer again each time either one answers.
+    for action in [cancel.value(), retry.value()] {
+        Effect::new(move |_| {
+            if let Some(Ok(updated)) = action.get() {
+                jobs.update(|list| upsert(list, updated));
+            }
+        });
+    }
     let action_error = move || {
         [cancel.value().get(), retry.value().get()]
             .into_iter()
@@ -236,5 +259,69 @@ fn JobRow(id: String, jobs: RwSignal<Vec<Job>>) -> impl IntoView {
                 </Show>
             </div>
         </li>
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::ExportFormat;
+
+    fn job(id: &str, status: JobStatus, revision: u64) -> Job {
+        let mut job = Job::queued(id, "ana", "orders", ExportFormat::Csv, vec!["id".into()]);
+        // Longer ids are newer, so the expected order is easy to read.
+        job.created_at =
+            chrono::DateTime::from_timestamp(1_700_000_000 + id.len() as i64, 0).unwrap();
+        job.status = status;
+        job.revision = revision;
+        job
+    }
+
+    #[test]
+    fn a_late_older_version_does_not_replace_a_newer_one() {
+        let mut list = vec![job("a", JobStatus::Queued, 3)];
+        upsert(&mut list, job("a", JobStatus::Cancelled, 4));
+        // The retry's answer (revision 3) arrives after the cancel (revision 4).
+        upsert(&mut list, job("a", JobStatus::Queued, 3));
+        assert_eq!(list[0].status, JobStatus::Cancelled);
+    }
+
+    #[test]
+    fn progress_of_the_same_revision_is_shown() {
+        let mut list = vec![job("a", JobStatus::Running, 2)];
+        let mut ticked = job("a", JobStatus::Running, 2);
+        ticked.progress.rows = 512;
+        upsert(&mut list, ticked);
+        assert_eq!(list[0].progress.rows, 512);
+    }
+
+    #[test]
+    fn new_jobs_are_listed_newest_first() {
+        let mut list = vec![];
+        upsert(&mut list, job("a", JobStatus::Queued, 1));
+        upsert(&mut list, job("bbb", JobStatus::Queued, 1));
+        upsert(&mut list, job("bb", JobStatus::Queued, 1));
+        let ids: Vec<&str> = list.iter().map(|j| j.id.as_str()).collect();
+        assert_eq!(ids, ["bbb", "bb", "a"]);
+    }
+
+    #[test]
+    fn a_snapshot_replaces_the_list_but_keeps_newer_versions_the_page_has() {
+        let mut list = vec![
+            job("a", JobStatus::Cancelled, 5),
+            job("gone", JobStatus::Succeeded, 2),
+        ];
+        replace_all(
+            &mut list,
+            vec![
+                job("bb", JobStatus::Queued, 1),
+                job("a", JobStatus::Running, 4),
+            ],
+        );
+        let seen: Vec<(&str, JobStatus)> = list.iter().map(|j| (j.id.as_str(), j.status)).collect();
+        assert_eq!(
+            seen,
+            [("bb", JobStatus::Queued), ("a", JobStatus::Cancelled)]
+        );
     }
 }

@@ -53,7 +53,7 @@ pub fn App() -> impl IntoView {
         #[cfg(feature = "hydrate")]
         crate::live::connect(set_link, move |message| match message {
             crate::live::ServerMessage::Snapshot { jobs: all } => {
-                jobs.set(all);
+                jobs.update(|list| jobs_list::replace_all(list, all));
                 loaded.set(true);
             }
             crate::live::ServerMessage::Job { job } => {

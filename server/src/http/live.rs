@@ -102,7 +102,9 @@ async fn serve(mut socket: WebSocket, state: AppState, user: String) {
             _ = follow.tick(), if following => {
                 follows += 1;
                 for job in followed(&state, &user, &sent, follows).await {
-                    if sent.get(&job.id) != Some(&job) {
+                    // Every stored change bumps the revision; a read that raced a newer
+                    // write is not sent, so the page never steps back.
+                    if sent.get(&job.id).is_none_or(|s| job.revision > s.revision) {
                         sent.insert(job.id.clone(), job.clone());
                         if send(&mut socket, &ServerMessage::Job { job: Box::new(job) }).await.is_err() {
                             return;

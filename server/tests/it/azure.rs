@@ -4,7 +4,7 @@
 //! and worker instances.
 
 use crate::support::{orders, service_url, TestServer};
-use app::jobs::{ExportFormat, Job, JobStatus, Progress};
+use app::jobs::{ExportFormat, Job};
 use futures::StreamExt;
 use serde_json::Value;
 use server::azure::{self, AzureSettings};
@@ -287,25 +287,13 @@ async fn a_large_file_streams_up_in_blocks_without_growing_memory() {
 }
 
 fn job(owner: &str) -> Job {
-    Job {
-        id: uuid::Uuid::now_v7().simple().to_string(),
-        owner: owner.into(),
-        dataset: "orders".into(),
-        format: ExportFormat::Csv,
-        gzip: false,
-        status: JobStatus::Queued,
-        params: Default::default(),
-        columns: vec!["id".into()],
-        created_at: chrono::Utc::now(),
-        started_at: None,
-        finished_at: None,
-        attempts: 0,
-        progress: Progress::default(),
-        error: None,
-        file: None,
-        cancel_requested: false,
-        revision: 0,
-    }
+    Job::queued(
+        uuid::Uuid::now_v7().simple().to_string(),
+        owner,
+        "orders",
+        ExportFormat::Csv,
+        vec!["id".into()],
+    )
 }
 
 #[tokio::test]

@@ -3,7 +3,7 @@
 //! and formula-like text. PostgreSQL and MariaDB are the servers scripts/test.sh starts.
 
 use crate::support::service_url;
-use app::jobs::{ExportFormat, Job, JobStatus, Progress};
+use app::jobs::{ExportFormat, Job, JobStatus};
 use serde_json::{json, Value};
 use server::blobs::local::LocalBlobStore;
 use server::catalog::Catalog;
@@ -61,25 +61,18 @@ required = true
 }
 
 fn job(format: ExportFormat, columns: Vec<String>) -> Job {
-    Job {
-        id: uuid::Uuid::new_v4().simple().to_string(),
-        owner: "alice".into(),
-        dataset: "things".into(),
+    let mut job = Job::queued(
+        uuid::Uuid::new_v4().simple().to_string(),
+        "alice",
+        "things",
         format,
-        gzip: false,
-        status: JobStatus::Running,
-        params: [("min_id".to_string(), json!(1))].into_iter().collect(),
         columns,
-        created_at: chrono::Utc::now(),
-        started_at: None,
-        finished_at: None,
-        attempts: 1,
-        progress: Progress::default(),
-        error: None,
-        file: None,
-        cancel_requested: false,
-        revision: 1,
-    }
+    );
+    job.status = JobStatus::Running;
+    job.params = [("min_id".to_string(), json!(1))].into_iter().collect();
+    job.attempts = 1;
+    job.revision = 1;
+    job
 }
 
 /// Exports the table in every format and checks each file against the expected rows.
