@@ -13,7 +13,7 @@ use crate::format::{self, FormatOptions};
 use crate::source::{SourceErrorKind, Value};
 use app::jobs::{ExportFormat, Job};
 use bytes::{Bytes, BytesMut};
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use sha2::{Digest, Sha256};
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -262,10 +262,16 @@ async fn read_rows(
     let mut batch = Vec::with_capacity(BATCH_ROWS);
     let mut total = 0u64;
     loop {
-        let next = tokio::select! {
-            biased;
-            _ = cancel.cancelled() => return Err(ExportFailure::Cancelled),
-            next = rows.next() => next,
+        // Most rows are already buffered by the driver: take them without setting up a wait
+        // for the cancel token (that registration per row cost more than the row). The token
+        // is checked once per batch, and raced only when the source has to wait.
+        let next = match rows.next().now_or_never() {
+            Some(next) => next,
+            None => tokio::select! {
+                biased;
+                _ = cancel.cancelled() => return Err(ExportFailure::Cancelled),
+                next = rows.next() => next,
+            },
         };
         let Some(row) = next else { break };
         let row = row.map_err(|e| match e.kind {
@@ -291,6 +297,9 @@ async fn read_rows(
             positions.iter().map(|&i| row[i].clone()).collect()
         });
         if batch.len() == BATCH_ROWS {
+            if cancel.is_cancelled() {
+                return Err(ExportFailure::Cancelled);
+            }
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS));
             counters
                 .rows

@@ -35,20 +35,18 @@ impl Value {
             }
             Value::Decimal(d) => out.push_str(d),
             Value::Text(s) => out.push_str(s),
-            Value::Date(d) => {
-                let _ = write!(out, "{}", d.format("%Y-%m-%d"));
-            }
-            Value::DateTime(dt) => {
-                let _ = write!(out, "{}", dt.format("%Y-%m-%dT%H:%M:%S%.f"));
-            }
+            Value::Date(d) => datetime::write_date(out, *d),
+            Value::DateTime(dt) => datetime::write_datetime(out, *dt),
             Value::Timestamp(ts) => {
-                let _ = write!(out, "{}", ts.format("%Y-%m-%dT%H:%M:%S%.fZ"));
+                datetime::write_datetime(out, ts.naive_utc());
+                out.push('Z');
             }
             Value::Bytes(b) => out.push_str(&crate::format::base64(b)),
         }
     }
 }
 
+pub mod datetime;
 mod mysql;
 mod postgres;
 mod sqlite;
@@ -211,6 +209,9 @@ pub fn count_sql(sql: &str) -> String {
 
 /// Parses the text forms SQLite and others use for timestamps.
 pub(crate) fn parse_datetime_text(s: &str) -> Option<Value> {
+    if let Some(dt) = datetime::parse_naive_datetime(s) {
+        return Some(Value::DateTime(dt));
+    }
     if let Ok(ts) = DateTime::parse_from_rfc3339(s) {
         return Some(Value::Timestamp(ts.with_timezone(&Utc)));
     }

@@ -148,7 +148,6 @@ fn decode(row: &PgRow, kinds: &[(Kind, String)]) -> Result<Vec<Value>, SourceErr
 /// The exact text of a NUMERIC in PostgreSQL's binary format, with its display scale
 /// (`12.50` stays `12.50`), which the driver's decimal conversions do not keep.
 fn numeric_text(b: &[u8]) -> Option<String> {
-    use std::fmt::Write as _;
     let word = |i: usize| b.get(i..i + 2).map(|w| u16::from_be_bytes([w[0], w[1]]));
     let ndigits = word(0)? as usize;
     let weight = word(2)? as i16 as i32;
@@ -163,6 +162,7 @@ fn numeric_text(b: &[u8]) -> Option<String> {
     if b.len() < 8 + 2 * ndigits {
         return None;
     }
+    // Base-10000 digits; `i` counts from the most significant one, at `weight`.
     let digit = |i: i32| -> u16 {
         if i >= 0 && (i as usize) < ndigits {
             word(8 + 2 * i as usize).unwrap_or(0)
@@ -170,31 +170,36 @@ fn numeric_text(b: &[u8]) -> Option<String> {
             0
         }
     };
-    let mut s = String::new();
+    let four = |d: u16| -> [u8; 4] {
+        let d = d.min(9999);
+        [
+            b'0' + (d / 1000) as u8,
+            b'0' + (d / 100 % 10) as u8,
+            b'0' + (d / 10 % 10) as u8,
+            b'0' + (d % 10) as u8,
+        ]
+    };
+    let mut s = String::with_capacity(8 + 4 * ndigits + dscale);
     if sign == 0x4000 {
         s.push('-');
     }
     if weight < 0 {
         s.push('0');
     } else {
-        for i in 0..=weight {
-            let _ = if i == 0 {
-                write!(s, "{}", digit(i))
-            } else {
-                write!(s, "{:04}", digit(i))
-            };
+        s.push_str(itoa::Buffer::new().format(digit(0)));
+        for i in 1..=weight {
+            s.push_str(std::str::from_utf8(&four(digit(i))).ok()?);
         }
     }
     if dscale > 0 {
-        let mut fraction = String::new();
-        let mut i = weight + 1;
-        while fraction.len() < dscale {
-            let _ = write!(fraction, "{:04}", digit(i));
+        s.push('.');
+        let (mut left, mut i) = (dscale, weight + 1);
+        while left > 0 {
+            let take = left.min(4);
+            s.push_str(std::str::from_utf8(&four(digit(i))[..take]).ok()?);
+            left -= take;
             i += 1;
         }
-        fraction.truncate(dscale);
-        s.push('.');
-        s.push_str(&fraction);
     }
     Some(s)
 }

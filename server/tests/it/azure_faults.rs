@@ -3,6 +3,7 @@
 //! to the other worker after the visibility timeout, and the job completes exactly once;
 //! storage that disappears for 20 s crashes nothing, loses no job, and work resumes by itself.
 
+use crate::process::Server;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -20,10 +21,6 @@ impl Drop for Proc {
 }
 
 impl Proc {
-    fn alive(&mut self) -> bool {
-        matches!(self.0.try_wait(), Ok(None))
-    }
-
     /// A graceful stop (SIGTERM), waiting for the process to exit: Azurite saves its state on
     /// the way out, as a storage service that is taken down for maintenance would.
     fn stop(mut self) {
@@ -82,42 +79,32 @@ async fn wait_port(port: u16) {
     panic!("nothing listens on {port}");
 }
 
-fn exportal(role: &str, data: &Path, port: u16, blob: u16, queue: u16) -> Proc {
+fn exportal(role: &str, data: &Path, blob: u16, queue: u16) -> Server {
     let cs = format!(
         "DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey={};BlobEndpoint=http://127.0.0.1:{blob}/devstoreaccount1;QueueEndpoint=http://127.0.0.1:{queue}/devstoreaccount1;",
         server::azure::connection::DEV_KEY
     );
-    let child = Command::new(env!("CARGO_BIN_EXE_server"))
-        .args(["--role", role, "--addr", &format!("127.0.0.1:{port}")])
-        .args([
-            "--data-dir",
-            &data.display().to_string(),
-            "--demo-orders",
-            ORDERS,
-        ])
-        .args([
-            "--auth",
-            "header",
-            "--storage",
-            "azure",
-            "--azure-connection-string",
-            &cs,
-        ])
-        .args([
-            "--visibility-timeout",
-            "3s",
-            "--poll-max",
-            "300ms",
-            "--retry-base",
-            "1s",
-        ])
-        .env("LEPTOS_OUTPUT_NAME", "exportal")
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the server binary starts");
-    Proc(child)
+    let args = [
+        "--role",
+        role,
+        "--data-dir",
+        &data.display().to_string(),
+        "--demo-orders",
+        ORDERS,
+        "--auth",
+        "header",
+        "--storage",
+        "azure",
+        "--azure-connection-string",
+        &cs,
+        "--visibility-timeout",
+        "3s",
+        "--poll-max",
+        "300ms",
+        "--retry-base",
+        "1s",
+    ];
+    Server::start(&args.map(String::from))
 }
 
 async fn healthy(port: u16) {
@@ -188,13 +175,12 @@ async fn killed_workers_and_a_storage_outage_lose_no_job_and_finish_each_once() 
     wait_port(blob).await;
     wait_port(queue).await;
 
-    let (web_port, a_port, b_port) = (free_port(), free_port(), free_port());
-    let mut web = exportal("web", &dir.path().join("web"), web_port, blob, queue);
-    healthy(web_port).await;
-    let worker_a = exportal("worker", &dir.path().join("a"), a_port, blob, queue);
-    healthy(a_port).await;
+    let mut web = exportal("web", &dir.path().join("web"), blob, queue);
+    healthy(web.port).await;
+    let worker_a = exportal("worker", &dir.path().join("a"), blob, queue);
+    healthy(worker_a.port).await;
     let client = Web {
-        base: format!("http://127.0.0.1:{web_port}"),
+        base: web.base(),
         http: reqwest::Client::new(),
     };
 
@@ -203,8 +189,8 @@ async fn killed_workers_and_a_storage_outage_lose_no_job_and_finish_each_once() 
     client
         .wait(&first, &["running"], Duration::from_secs(60))
         .await;
-    let mut worker_b = exportal("worker", &dir.path().join("b"), b_port, blob, queue);
-    healthy(b_port).await;
+    let mut worker_b = exportal("worker", &dir.path().join("b"), blob, queue);
+    healthy(worker_b.port).await;
     drop(worker_a);
     let done = client
         .wait(&first, &["succeeded", "failed"], Duration::from_secs(120))

@@ -2,34 +2,18 @@
 //! writes the file, then started again on the same data directory. The job must complete
 //! exactly once, with one correct file and no partial file left behind.
 
+use crate::process::Server;
 use serde_json::{json, Value};
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const ORDERS: u64 = 400_000;
 
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn spawn(data: &std::path::Path, port: u16) -> Proc {
-    let child = Command::new(env!("CARGO_BIN_EXE_server"))
-        .args(["--addr", &format!("127.0.0.1:{port}")])
-        .args(["--data-dir", &data.display().to_string()])
-        .args(["--auth", "header", "--demo-orders", &ORDERS.to_string()])
-        .args(["--visibility-timeout", "2s", "--poll-max", "200ms"])
-        .env("LEPTOS_OUTPUT_NAME", "exportal")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("the server binary starts");
-    Proc(child)
+fn start(data: &std::path::Path) -> Server {
+    let args = format!(
+        "--data-dir {} --auth header --demo-orders {ORDERS} --visibility-timeout 2s --poll-max 200ms",
+        data.display()
+    );
+    Server::start(&args.split(' ').map(String::from).collect::<Vec<_>>())
 }
 
 async fn wait_healthy(base: &str) {
@@ -65,15 +49,10 @@ fn finished_files(data: &std::path::Path) -> Vec<String> {
 async fn a_killed_server_finishes_the_export_exactly_once_after_restart() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
 
-    let first = spawn(&data, port);
+    let first = start(&data);
+    let base = first.base();
     wait_healthy(&base).await;
     let job: Value = http
         .post(format!("{base}/api/v1/exports"))
@@ -105,7 +84,9 @@ async fn a_killed_server_finishes_the_export_exactly_once_after_restart() {
     );
     assert!(finished_files(&data).is_empty(), "nothing was committed");
 
-    let _second = spawn(&data, port);
+    // Restarted on the same data directory (on a new port: only the data matters).
+    let second = start(&data);
+    let base = second.base();
     wait_healthy(&base).await;
     let done = loop {
         let job: Value = http

@@ -328,3 +328,61 @@ async fn datasets_file_mistakes_name_the_dataset_and_key() {
     let catalog = Catalog::from_toml(&ok, dir.path()).await.unwrap();
     assert!(catalog.get("mine").unwrap().info.params.is_empty());
 }
+
+/// Computes for several seconds before its one row (bounded, so a broken interrupt fails the
+/// tests below instead of hanging them).
+const SLOW_SQLITE: &str = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 30000000) SELECT max(i) FROM n";
+
+async fn slow_sqlite_source(
+    dir: &std::path::Path,
+    statement_timeout: std::time::Duration,
+) -> Arc<dyn server::source::Source> {
+    let db = dir.join("slow.db");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}?mode=rwc", db.display()))
+        .await
+        .unwrap();
+    pool.execute("CREATE TABLE IF NOT EXISTS t (id INTEGER)")
+        .await
+        .unwrap();
+    pool.close().await;
+    let options = server::source::SourceOptions {
+        // One query at a time, so a query that keeps running blocks the next one.
+        max_connections: 1,
+        connect_timeout: std::time::Duration::from_secs(5),
+        statement_timeout,
+    };
+    server::source::connect("lite", &format!("sqlite://{}", db.display()), &options)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_sqlite_query_past_its_statement_timeout_fails_with_a_reason() {
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let source = slow_sqlite_source(dir.path(), std::time::Duration::from_secs(1)).await;
+    let first = source.rows(SLOW_SQLITE, &[]).next().await.unwrap();
+    let e = first.expect_err("the query is stopped");
+    assert!(e.message.contains("statement timeout"), "{e}");
+    assert_eq!(e.kind, server::source::SourceErrorKind::Query);
+}
+
+#[tokio::test]
+async fn an_abandoned_sqlite_query_stops_and_frees_its_connection() {
+    use futures::StreamExt;
+    let dir = tempfile::tempdir().unwrap();
+    let source = slow_sqlite_source(dir.path(), std::time::Duration::ZERO).await;
+    {
+        let mut rows = source.rows(SLOW_SQLITE, &[]);
+        // Long enough for the query to start computing; then the reader goes away (a cancel).
+        let pending =
+            tokio::time::timeout(std::time::Duration::from_millis(300), rows.next()).await;
+        assert!(pending.is_err(), "no row yet");
+    }
+    // Without the interrupt the query would hold the only connection for seconds and this
+    // would wait for a connection until the 5 s connect timeout.
+    source
+        .ping()
+        .await
+        .expect("the abandoned query gave its connection back");
+}
