@@ -13,8 +13,7 @@ fn push_digits(out: &mut String, value: u32, width: usize) {
         *slot = b'0' + (v % 10) as u8;
         v /= 10;
     }
-    // Only ASCII digits were written.
-    out.push_str(std::str::from_utf8(&buf[..width]).unwrap_or_default());
+    out.extend(buf[..width].iter().map(|&d| char::from(d)));
 }
 
 /// `YYYY-MM-DD`.

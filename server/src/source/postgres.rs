@@ -6,7 +6,7 @@ use crate::catalog::sql::ParamStyle;
 use app::catalog::ColumnType;
 use async_trait::async_trait;
 use futures::StreamExt;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgValueFormat};
 use sqlx::{Column, Executor, Row, TypeInfo, ValueRef};
 use std::str::FromStr;
 
@@ -95,6 +95,51 @@ fn column_type(k: Kind) -> ColumnType {
     }
 }
 
+/// A value from PostgreSQL's binary wire format, read directly: the driver's typed getters
+/// check the column type again for every cell, which was a fifth of the reading time. `None`
+/// when the bytes are not what the type promises (the typed getter then reports it).
+fn decode_binary(kind: Kind, b: &[u8]) -> Option<Value> {
+    // Dates count days, and timestamps microseconds, from 2000-01-01.
+    const EPOCH_DAYS_FROM_CE: i32 = 730_120;
+    let epoch = || chrono::NaiveDate::from_ymd_opt(2000, 1, 1)?.and_hms_opt(0, 0, 0);
+    // ±infinity are stored as the extreme values and have no calendar date: they are written
+    // as the words PostgreSQL prints for them.
+    let infinity =
+        |positive: bool| Value::Text(if positive { "infinity" } else { "-infinity" }.into());
+    let micros = |b: &[u8], tz: bool| -> Option<Value> {
+        let us = i64::from_be_bytes(b.try_into().ok()?);
+        if us == i64::MAX || us == i64::MIN {
+            return Some(infinity(us == i64::MAX));
+        }
+        let at = epoch()?.checked_add_signed(chrono::Duration::microseconds(us))?;
+        Some(if tz {
+            Value::Timestamp(at.and_utc())
+        } else {
+            Value::DateTime(at)
+        })
+    };
+    Some(match kind {
+        Kind::Bool => Value::Bool(*b.first()? != 0),
+        Kind::I16 => Value::Int(i16::from_be_bytes(b.try_into().ok()?).into()),
+        Kind::I32 => Value::Int(i32::from_be_bytes(b.try_into().ok()?).into()),
+        Kind::I64 => Value::Int(i64::from_be_bytes(b.try_into().ok()?)),
+        Kind::F32 => Value::Float(f32::from_be_bytes(b.try_into().ok()?).into()),
+        Kind::F64 => Value::Float(f64::from_be_bytes(b.try_into().ok()?)),
+        Kind::Numeric => Value::Decimal(numeric_text(b)?),
+        Kind::Text => Value::Text(std::str::from_utf8(b).ok()?.to_owned()),
+        Kind::Date => match i32::from_be_bytes(b.try_into().ok()?) {
+            days @ (i32::MAX | i32::MIN) => infinity(days == i32::MAX),
+            days => Value::Date(chrono::NaiveDate::from_num_days_from_ce_opt(
+                EPOCH_DAYS_FROM_CE.checked_add(days)?,
+            )?),
+        },
+        Kind::Timestamp => micros(b, false)?,
+        Kind::TimestampTz => micros(b, true)?,
+        Kind::Bytes => Value::Bytes(b.to_vec()),
+        Kind::Unsupported => return None,
+    })
+}
+
 fn decode(row: &PgRow, kinds: &[(Kind, String)]) -> Result<Vec<Value>, SourceError> {
     let mut out = Vec::with_capacity(kinds.len());
     for (i, (k, type_name)) in kinds.iter().enumerate() {
@@ -104,6 +149,12 @@ fn decode(row: &PgRow, kinds: &[(Kind, String)]) -> Result<Vec<Value>, SourceErr
         if raw.is_null() {
             out.push(Value::Null);
             continue;
+        }
+        if raw.format() == PgValueFormat::Binary {
+            if let Some(v) = raw.as_bytes().ok().and_then(|b| decode_binary(*k, b)) {
+                out.push(v);
+                continue;
+            }
         }
         let v: Result<Value, sqlx::Error> = (|| {
             Ok(match k {
@@ -188,7 +239,7 @@ fn numeric_text(b: &[u8]) -> Option<String> {
     } else {
         s.push_str(itoa::Buffer::new().format(digit(0)));
         for i in 1..=weight {
-            s.push_str(std::str::from_utf8(&four(digit(i))).ok()?);
+            s.extend(four(digit(i)).map(char::from));
         }
     }
     if dscale > 0 {
@@ -196,7 +247,7 @@ fn numeric_text(b: &[u8]) -> Option<String> {
         let (mut left, mut i) = (dscale, weight + 1);
         while left > 0 {
             let take = left.min(4);
-            s.push_str(std::str::from_utf8(&four(digit(i))[..take]).ok()?);
+            s.extend(four(digit(i))[..take].iter().map(|&d| char::from(d)));
             left -= take;
             i += 1;
         }
@@ -266,7 +317,76 @@ impl Source for PgSource {
 
 #[cfg(test)]
 mod tests {
-    use super::numeric_text;
+    use super::{decode_binary, numeric_text, Kind, Value};
+    use chrono::NaiveDate;
+
+    #[test]
+    fn binary_cells_decode_without_the_driver() {
+        let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        assert_eq!(decode_binary(Kind::Bool, &[1]), Some(Value::Bool(true)));
+        assert_eq!(
+            decode_binary(Kind::I16, &(-2i16).to_be_bytes()),
+            Some(Value::Int(-2))
+        );
+        assert_eq!(
+            decode_binary(Kind::I32, &7i32.to_be_bytes()),
+            Some(Value::Int(7))
+        );
+        assert_eq!(
+            decode_binary(Kind::I64, &i64::MIN.to_be_bytes()),
+            Some(Value::Int(i64::MIN))
+        );
+        assert_eq!(
+            decode_binary(Kind::F32, &0.5f32.to_be_bytes()),
+            Some(Value::Float(0.5))
+        );
+        assert_eq!(
+            decode_binary(Kind::F64, &(-1.25f64).to_be_bytes()),
+            Some(Value::Float(-1.25))
+        );
+        assert_eq!(
+            decode_binary(Kind::Text, "Zoë".as_bytes()),
+            Some(Value::Text("Zoë".into()))
+        );
+        assert_eq!(decode_binary(Kind::Text, &[0xff, 0xfe]), None);
+        assert_eq!(
+            decode_binary(Kind::Date, &0i32.to_be_bytes()),
+            Some(Value::Date(day(2000, 1, 1)))
+        );
+        assert_eq!(
+            decode_binary(Kind::Date, &8825i32.to_be_bytes()),
+            Some(Value::Date(day(2024, 2, 29)))
+        );
+        assert_eq!(
+            decode_binary(Kind::Date, &(-1i32).to_be_bytes()),
+            Some(Value::Date(day(1999, 12, 31)))
+        );
+        assert_eq!(
+            decode_binary(Kind::Date, &i32::MAX.to_be_bytes()),
+            Some(Value::Text("infinity".into()))
+        );
+        let noon = day(2024, 2, 29)
+            .and_hms_micro_opt(12, 30, 45, 250_000)
+            .unwrap();
+        let us = (noon - day(2000, 1, 1).and_hms_opt(0, 0, 0).unwrap())
+            .num_microseconds()
+            .unwrap();
+        assert_eq!(
+            decode_binary(Kind::Timestamp, &us.to_be_bytes()),
+            Some(Value::DateTime(noon))
+        );
+        assert_eq!(
+            decode_binary(Kind::TimestampTz, &us.to_be_bytes()),
+            Some(Value::Timestamp(noon.and_utc()))
+        );
+        assert_eq!(
+            decode_binary(Kind::TimestampTz, &i64::MIN.to_be_bytes()),
+            Some(Value::Text("-infinity".into()))
+        );
+        // Too short for the type: left to the driver, which reports it.
+        assert_eq!(decode_binary(Kind::I64, &[0, 1]), None);
+        assert_eq!(decode_binary(Kind::Unsupported, &[0]), None);
+    }
 
     fn numeric(ndigits: u16, weight: i16, sign: u16, dscale: u16, digits: &[u16]) -> Vec<u8> {
         let mut b = Vec::new();
