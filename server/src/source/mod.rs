@@ -48,6 +48,7 @@ impl Value {
 
 pub mod datetime;
 mod mysql;
+mod pooled;
 mod postgres;
 mod sqlite;
 

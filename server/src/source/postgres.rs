@@ -7,7 +7,7 @@ use app::catalog::ColumnType;
 use async_trait::async_trait;
 use futures::StreamExt;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgValueFormat};
-use sqlx::{Column, Executor, Row, TypeInfo, ValueRef};
+use sqlx::{Column, Row, TypeInfo, ValueRef};
 use std::str::FromStr;
 
 pub struct PgSource {
@@ -262,33 +262,11 @@ impl Source for PgSource {
     }
 
     async fn describe(&self, sql: &str) -> Result<Vec<SourceColumn>, SourceError> {
-        let described = (&self.pool)
-            .describe(sql)
-            .await
-            .map_err(|e| SourceError::from_sqlx(&self.name, e))?;
-        Ok(described
-            .columns()
-            .iter()
-            .map(|c| SourceColumn {
-                name: c.name().to_string(),
-                kind: column_type(kind(c.type_info().name())),
-            })
-            .collect())
+        super::pooled::describe(&self.pool, &self.name, sql, |t| column_type(kind(t))).await
     }
 
     fn rows<'a>(&'a self, sql: &'a str, params: &'a [Param]) -> RowStream<'a> {
-        let mut query = sqlx::query(sql);
-        for p in params {
-            query = match p {
-                Param::Null => query.bind(None::<String>),
-                Param::Bool(b) => query.bind(*b),
-                Param::Int(i) => query.bind(*i),
-                Param::Float(f) => query.bind(*f),
-                Param::Text(s) => query.bind(s.as_str()),
-                Param::Date(d) => query.bind(*d),
-                Param::DateTime(dt) => query.bind(*dt),
-            };
-        }
+        let query = super::pooled::bound(sql, params);
         let name = self.name.as_str();
         let mut kinds: Option<Vec<(Kind, String)>> = None;
         query
@@ -307,11 +285,7 @@ impl Source for PgSource {
     }
 
     async fn ping(&self) -> Result<(), SourceError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(|e| SourceError::from_sqlx(&self.name, e))
+        super::pooled::ping(&self.pool, &self.name).await
     }
 }
 
