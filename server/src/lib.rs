@@ -164,7 +164,10 @@ async fn load_catalog(settings: &Settings) -> anyhow::Result<Catalog> {
     match &settings.datasets {
         Some(path) => Ok(Catalog::load(path).await?),
         None => {
-            let db = settings.data_dir.join("demo.db");
+            // Absolute, because sqlite paths in a catalogue are relative to its base directory
+            // and the data directory may itself be relative (the default is ./data).
+            let db = std::path::absolute(settings.data_dir.join("demo.db"))
+                .context("cannot resolve the data directory")?;
             catalog::demo::ensure_database(&db, settings.demo_orders)
                 .await
                 .context("cannot create the demo database")?;

@@ -152,3 +152,30 @@ async fn a_busy_port_is_a_clear_start_up_error() {
     };
     assert!(format!("{e:#}").contains("cannot listen on"), "{e:#}");
 }
+
+/// The first run of `scripts/run.sh`: no settings at all, so the data directory is the relative
+/// `./data` and the demo catalogue is created in it and served.
+#[tokio::test]
+async fn the_demo_is_served_from_a_relative_data_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let args = [
+        "--data-dir",
+        "data",
+        "--demo-orders",
+        "1000",
+        "--auth",
+        "header",
+    ];
+    let server = crate::process::Server::start_in(dir.path(), &args.map(String::from));
+    let res = reqwest::Client::new()
+        .post(format!("{}/api/v1/preview", server.base()))
+        .header("x-forwarded-user", "alice")
+        .json(&serde_json::json!({"dataset": "orders", "format": "csv"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let preview: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(preview["estimated_rows"], 1000, "{preview}");
+    assert!(dir.path().join("data").join("demo.db").is_file());
+}

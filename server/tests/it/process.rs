@@ -5,6 +5,7 @@
 //! parallel could take the port, and a health check then answered from the wrong server.
 
 use std::io::{BufRead, BufReader};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -36,7 +37,13 @@ impl Server {
     /// Starts the server with `args` (and `--addr 127.0.0.1:0`), returning once it listens.
     /// Its log goes to this test's output, where a failing test shows it.
     pub fn start(args: &[String]) -> Server {
+        Self::start_in(Path::new("."), args)
+    }
+
+    /// Like [`Server::start`], with `dir` as the working directory.
+    pub fn start_in(dir: &Path, args: &[String]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_server"))
+            .current_dir(dir)
             .args(["--addr", "127.0.0.1:0", "--log-format", "plain"])
             .args(args)
             .env("LEPTOS_OUTPUT_NAME", "exportal")
