@@ -1,8 +1,10 @@
 //! `:name` placeholders in the operator's SQL, turned into each driver's bound parameters.
 //!
-//! The SQL is the operator's; users only ever supply values, which are bound, never spliced.
-//! The scanner skips string literals, quoted identifiers and comments, and leaves PostgreSQL's
-//! `::type` casts alone, so `':x'` or `a::text` are not mistaken for placeholders.
+//! The SQL is the operator's; users only ever supply values, which are bound (or, for
+//! PostgreSQL's `COPY`, which takes no parameters, written as escaped, typed literals by
+//! [`replace_positional`]). The scanner skips string literals, dollar-quoted strings, quoted
+//! identifiers and comments, and leaves PostgreSQL's `::type` casts alone, so `':x'` or
+//! `a::text` are not mistaken for placeholders.
 
 /// How a driver writes its positional parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,7 +41,7 @@ pub fn bind(sql: &str, style: ParamStyle) -> BoundSql {
     let mut out = String::with_capacity(sql.len());
     let mut slots: Vec<String> = Vec::new();
     scan(sql, |piece| match piece {
-        Piece::Text(t) => out.push_str(t),
+        Piece::Text(t) | Piece::Positional(t) => out.push_str(t),
         Piece::Param(name) => match style {
             ParamStyle::Question => {
                 slots.push(name.to_string());
@@ -61,9 +63,29 @@ pub fn bind(sql: &str, style: ParamStyle) -> BoundSql {
     BoundSql { sql: out, slots }
 }
 
+/// Replaces PostgreSQL's `$1`, `$2` … with `value(index)` (0-based); `None` leaves one as it is.
+pub fn replace_positional(sql: &str, mut value: impl FnMut(usize) -> Option<String>) -> String {
+    let mut out = String::with_capacity(sql.len());
+    scan(sql, |piece| match piece {
+        Piece::Text(t) | Piece::Param(t) => out.push_str(t),
+        Piece::Positional(p) => match p[1..]
+            .parse::<usize>()
+            .ok()
+            .and_then(|n| value(n.checked_sub(1)?))
+        {
+            Some(v) => out.push_str(&v),
+            None => out.push_str(p),
+        },
+    });
+    out
+}
+
 enum Piece<'a> {
     Text(&'a str),
+    /// A `:name` placeholder (the name, without the colon).
     Param(&'a str),
+    /// A `$1`-style parameter, as written.
+    Positional(&'a str),
 }
 
 fn is_ident_start(b: u8) -> bool {
@@ -103,6 +125,30 @@ fn scan<'a>(sql: &'a str, mut emit: impl FnMut(Piece<'a>)) {
                     i += 1;
                 }
                 i += 2;
+            }
+            // `$tag$ … $tag$` (PostgreSQL's dollar quoting), unless the `$` is part of a word.
+            b'$' if i == 0 || !is_ident(bytes[i - 1]) => {
+                let start = i;
+                let mut end = i + 1;
+                while end < bytes.len() && is_ident(bytes[end]) {
+                    end += 1;
+                }
+                if end > i + 1 && bytes[i + 1].is_ascii_digit() {
+                    if sql[i + 1..end].bytes().all(|b| b.is_ascii_digit()) {
+                        emit(Piece::Text(&sql[text_start..start]));
+                        emit(Piece::Positional(&sql[start..end]));
+                        text_start = end;
+                    }
+                    i = end;
+                } else if bytes.get(end) == Some(&b'$') {
+                    let tag = &sql[start..=end];
+                    i = match sql[end + 1..].find(tag) {
+                        Some(at) => end + 1 + at + tag.len(),
+                        None => bytes.len(),
+                    };
+                } else {
+                    i = end;
+                }
             }
             b':' if bytes.get(i + 1) == Some(&b':') => i += 2,
             b':' if bytes.get(i + 1).copied().is_some_and(is_ident_start)
@@ -164,6 +210,27 @@ mod tests {
             b.sql
         );
         assert!(b.sql.ends_with("'x\\':y'"), "{}", b.sql);
+    }
+
+    #[test]
+    fn dollar_quoted_strings_are_not_scanned() {
+        let sql = "SELECT $$:no$$, $body$ it's :not $x$ $body$, a$b FROM t WHERE c = :yes";
+        assert_eq!(placeholder_names(sql), ["yes"]);
+        assert!(bind(sql, ParamStyle::Dollar)
+            .sql
+            .ends_with("$body$ it's :not $x$ $body$, a$b FROM t WHERE c = $1"));
+    }
+
+    #[test]
+    fn positional_parameters_are_replaced_outside_literals_only() {
+        let b = bind(SQL, ParamStyle::Dollar);
+        let sql = format!("{} AND note <> '$1' AND d = $$ $2 $$ AND x$1 = 0", b.sql);
+        let replaced = replace_positional(&sql, |i| ["'a'", "'b'"].get(i).map(|s| s.to_string()));
+        assert_eq!(
+            replaced,
+            "SELECT id FROM orders WHERE created_at >= 'a' AND created_at < 'b' AND (owner = $3 OR $3 = 'admin') \
+             AND note <> '$1' AND d = $$ $2 $$ AND x$1 = 0"
+        );
     }
 
     #[test]

@@ -164,6 +164,28 @@ impl Default for SourceOptions {
 /// Rows of a query, streamed.
 pub type RowStream<'a> = BoxStream<'a, Result<Vec<Value>, SourceError>>;
 
+/// Rows as a reader on another thread or task hands them over; an error travels in the batch
+/// where it happened.
+type Batch = Vec<Result<Vec<Value>, SourceError>>;
+
+/// The rows of the batches `start` yields a receiver for; `start` runs when the stream is
+/// first polled, so nothing is read for a stream that is never used.
+fn batched<'a>(
+    start: impl std::future::Future<Output = tokio::sync::mpsc::Receiver<Batch>> + Send + 'a,
+) -> RowStream<'a> {
+    use futures::StreamExt;
+    futures::stream::once(start)
+        .flat_map(|rx| {
+            futures::stream::unfold(rx, |mut rx| async move {
+                rx.recv()
+                    .await
+                    .map(|batch| (futures::stream::iter(batch), rx))
+            })
+            .flatten()
+        })
+        .boxed()
+}
+
 /// A database that datasets read from.
 #[async_trait]
 pub trait Source: Send + Sync + 'static {

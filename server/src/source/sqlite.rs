@@ -14,13 +14,12 @@
 //! declared type as a hint for dates and booleans.
 
 use super::{
-    datetime, Param, RowStream, Source, SourceColumn, SourceError, SourceErrorKind, SourceOptions,
-    Value,
+    datetime, Batch, Param, RowStream, Source, SourceColumn, SourceError, SourceErrorKind,
+    SourceOptions, Value,
 };
 use crate::catalog::sql::ParamStyle;
 use app::catalog::ColumnType;
 use async_trait::async_trait;
-use futures::StreamExt;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -32,8 +31,6 @@ use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 const BATCH_ROWS: usize = 256;
 /// SQLite virtual-machine steps between checks for a cancel or the deadline.
 const CHECK_EVERY_OPS: i32 = 10_000;
-
-type Batch = Vec<Result<Vec<Value>, SourceError>>;
 
 pub struct SqliteSource {
     name: String,
@@ -286,10 +283,10 @@ impl Source for SqliteSource {
     }
 
     fn rows<'a>(&'a self, sql: &'a str, params: &'a [Param]) -> RowStream<'a> {
-        let (tx, rx) = mpsc::channel::<Batch>(4);
         let (sql, params) = (sql.to_string(), params.to_vec());
         let (name, path, options) = (self.name.clone(), self.path.clone(), self.options.clone());
-        let start = async move {
+        super::batched(async move {
+            let (tx, rx) = mpsc::channel::<Batch>(4);
             match self.slot().await {
                 Ok(permit) => {
                     tokio::task::spawn_blocking(move || {
@@ -303,14 +300,8 @@ impl Source for SqliteSource {
                     let _ = tx.send(vec![Err(e)]).await;
                 }
             }
-            futures::stream::unfold(rx, |mut rx| async move {
-                rx.recv()
-                    .await
-                    .map(|batch| (futures::stream::iter(batch), rx))
-            })
-            .flatten()
-        };
-        futures::stream::once(start).flatten().boxed()
+            rx
+        })
     }
 
     async fn ping(&self) -> Result<(), SourceError> {

@@ -1,53 +1,13 @@
-//! PostgreSQL through sqlx. Rows arrive as the server sends them (no client-side buffering of
-//! the result); every column's decoder is chosen once, from the first row's types.
+//! PostgreSQL's binary format: how each supported type's bytes become a [`Value`], read
+//! directly (the driver's typed getters check the column type again for every cell, which was a
+//! fifth of the reading time).
 
-use super::{Param, RowStream, Source, SourceColumn, SourceError, SourceOptions, Value};
-use crate::catalog::sql::ParamStyle;
+use super::super::Value;
 use app::catalog::ColumnType;
-use async_trait::async_trait;
-use futures::StreamExt;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow, PgValueFormat};
-use sqlx::{Column, Row, TypeInfo, ValueRef};
-use std::str::FromStr;
-
-pub struct PgSource {
-    name: String,
-    pool: PgPool,
-}
-
-impl PgSource {
-    pub async fn connect(
-        name: &str,
-        url: &str,
-        options: &SourceOptions,
-    ) -> Result<Self, SourceError> {
-        let mut connect = PgConnectOptions::from_str(url)
-            .map_err(|e| {
-                SourceError::query(format!("source `{name}`: invalid PostgreSQL URL: {e}"))
-            })?
-            .application_name("exportal");
-        if !options.statement_timeout.is_zero() {
-            connect = connect.options([(
-                "statement_timeout",
-                format!("{}ms", options.statement_timeout.as_millis()),
-            )]);
-        }
-        let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections)
-            .acquire_timeout(options.connect_timeout)
-            .connect_with(connect)
-            .await
-            .map_err(|e| SourceError::from_sqlx(name, e))?;
-        Ok(Self {
-            name: name.to_string(),
-            pool,
-        })
-    }
-}
 
 /// How a PostgreSQL type is read.
 #[derive(Clone, Copy, Debug)]
-enum Kind {
+pub(super) enum Kind {
     Bool,
     I16,
     I32,
@@ -63,7 +23,7 @@ enum Kind {
     Unsupported,
 }
 
-fn kind(type_name: &str) -> Kind {
+pub(super) fn kind(type_name: &str) -> Kind {
     match type_name {
         "BOOL" => Kind::Bool,
         "INT2" => Kind::I16,
@@ -81,7 +41,7 @@ fn kind(type_name: &str) -> Kind {
     }
 }
 
-fn column_type(k: Kind) -> ColumnType {
+pub(super) fn column_type(k: Kind) -> ColumnType {
     match k {
         Kind::Bool => ColumnType::Boolean,
         Kind::I16 | Kind::I32 | Kind::I64 => ColumnType::Integer,
@@ -95,10 +55,9 @@ fn column_type(k: Kind) -> ColumnType {
     }
 }
 
-/// A value from PostgreSQL's binary wire format, read directly: the driver's typed getters
-/// check the column type again for every cell, which was a fifth of the reading time. `None`
-/// when the bytes are not what the type promises (the typed getter then reports it).
-fn decode_binary(kind: Kind, b: &[u8]) -> Option<Value> {
+/// A value from PostgreSQL's binary format; `None` when the type is not supported or the bytes
+/// are not what the type promises.
+pub(super) fn decode_binary(kind: Kind, b: &[u8]) -> Option<Value> {
     // Dates count days, and timestamps microseconds, from 2000-01-01.
     const EPOCH_DAYS_FROM_CE: i32 = 730_120;
     let epoch = || chrono::NaiveDate::from_ymd_opt(2000, 1, 1)?.and_hms_opt(0, 0, 0);
@@ -138,62 +97,6 @@ fn decode_binary(kind: Kind, b: &[u8]) -> Option<Value> {
         Kind::Bytes => Value::Bytes(b.to_vec()),
         Kind::Unsupported => return None,
     })
-}
-
-fn decode(row: &PgRow, kinds: &[(Kind, String)]) -> Result<Vec<Value>, SourceError> {
-    let mut out = Vec::with_capacity(kinds.len());
-    for (i, (k, type_name)) in kinds.iter().enumerate() {
-        let raw = row
-            .try_get_raw(i)
-            .map_err(|e| SourceError::query(e.to_string()))?;
-        if raw.is_null() {
-            out.push(Value::Null);
-            continue;
-        }
-        if raw.format() == PgValueFormat::Binary {
-            if let Some(v) = raw.as_bytes().ok().and_then(|b| decode_binary(*k, b)) {
-                out.push(v);
-                continue;
-            }
-        }
-        let v: Result<Value, sqlx::Error> = (|| {
-            Ok(match k {
-                Kind::Bool => Value::Bool(row.try_get(i)?),
-                Kind::I16 => Value::Int(row.try_get::<i16, _>(i)?.into()),
-                Kind::I32 => Value::Int(row.try_get::<i32, _>(i)?.into()),
-                Kind::I64 => Value::Int(row.try_get(i)?),
-                Kind::F32 => Value::Float(row.try_get::<f32, _>(i)?.into()),
-                Kind::F64 => Value::Float(row.try_get(i)?),
-                Kind::Numeric => {
-                    let text = raw.as_bytes().ok().and_then(numeric_text);
-                    Value::Decimal(
-                        text.ok_or_else(|| sqlx::Error::Decode("unreadable NUMERIC value".into()))?,
-                    )
-                }
-                Kind::Text => Value::Text(row.try_get(i)?),
-                Kind::Date => Value::Date(row.try_get(i)?),
-                Kind::Timestamp => Value::DateTime(row.try_get(i)?),
-                Kind::TimestampTz => Value::Timestamp(row.try_get(i)?),
-                Kind::Bytes => Value::Bytes(row.try_get(i)?),
-                Kind::Unsupported => {
-                    return Err(sqlx::Error::Decode(
-                        format!(
-                            "column `{}` has type {type_name}, which Exportal does not export; \
-                             cast it in the dataset's SQL (for example `{}::text`)",
-                            row.columns()[i].name(),
-                            row.columns()[i].name()
-                        )
-                        .into(),
-                    ))
-                }
-            })
-        })();
-        out.push(v.map_err(|e| match e {
-            sqlx::Error::Decode(m) => SourceError::query(m.to_string()),
-            other => SourceError::query(other.to_string()),
-        })?);
-    }
-    Ok(out)
 }
 
 /// The exact text of a NUMERIC in PostgreSQL's binary format, with its display scale
@@ -253,40 +156,6 @@ fn numeric_text(b: &[u8]) -> Option<String> {
         }
     }
     Some(s)
-}
-
-#[async_trait]
-impl Source for PgSource {
-    fn style(&self) -> ParamStyle {
-        ParamStyle::Dollar
-    }
-
-    async fn describe(&self, sql: &str) -> Result<Vec<SourceColumn>, SourceError> {
-        super::pooled::describe(&self.pool, &self.name, sql, |t| column_type(kind(t))).await
-    }
-
-    fn rows<'a>(&'a self, sql: &'a str, params: &'a [Param]) -> RowStream<'a> {
-        let query = super::pooled::bound(sql, params);
-        let name = self.name.as_str();
-        let mut kinds: Option<Vec<(Kind, String)>> = None;
-        query
-            .fetch(&self.pool)
-            .map(move |row| {
-                let row = row.map_err(|e| SourceError::from_sqlx(name, e))?;
-                let kinds = kinds.get_or_insert_with(|| {
-                    row.columns()
-                        .iter()
-                        .map(|c| (kind(c.type_info().name()), c.type_info().name().to_string()))
-                        .collect()
-                });
-                decode(&row, kinds)
-            })
-            .boxed()
-    }
-
-    async fn ping(&self) -> Result<(), SourceError> {
-        super::pooled::ping(&self.pool, &self.name).await
-    }
 }
 
 #[cfg(test)]
@@ -357,7 +226,7 @@ mod tests {
             decode_binary(Kind::TimestampTz, &i64::MIN.to_be_bytes()),
             Some(Value::Text("-infinity".into()))
         );
-        // Too short for the type: left to the driver, which reports it.
+        // Too short for the type: the caller reports it.
         assert_eq!(decode_binary(Kind::I64, &[0, 1]), None);
         assert_eq!(decode_binary(Kind::Unsupported, &[0]), None);
     }

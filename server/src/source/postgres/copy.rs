@@ -1,0 +1,359 @@
+//! Rows through `COPY (query) TO STDOUT (FORMAT binary)`: PostgreSQL's bulk path. It spends a
+//! quarter less server CPU per row than a prepared query's result rows, and the framing is
+//! read here in one pass over each message instead of through the driver's per-row machinery.
+//!
+//! `COPY` takes no bind parameters, so the dataset's `$n` parameters become literals, each
+//! escaped and cast to the type the driver would have bound it as: the query means exactly
+//! what the prepared statement meant.
+
+use super::binary::{decode_binary, Kind};
+use crate::catalog::sql::replace_positional;
+use crate::source::{Param, SourceError, Value};
+use chrono::{Datelike, NaiveDate};
+
+/// The `COPY` statement for `sql` (in `$n` style) with `params` written in as literals.
+pub(super) fn statement(sql: &str, params: &[Param]) -> Result<String, SourceError> {
+    let literals = params.iter().map(literal).collect::<Result<Vec<_>, _>>()?;
+    let query = replace_positional(sql, |i| literals.get(i).cloned());
+    let query = query.trim().trim_end_matches(';');
+    // The line break ends a trailing `--` comment in the operator's SQL.
+    Ok(format!("COPY ({query}\n) TO STDOUT (FORMAT binary)"))
+}
+
+/// A parameter as a PostgreSQL literal of the type it is bound as elsewhere.
+fn literal(p: &Param) -> Result<String, SourceError> {
+    Ok(match p {
+        Param::Null => "NULL::text".into(),
+        Param::Bool(b) => if *b { "true" } else { "false" }.into(),
+        Param::Int(i) => format!("'{i}'::int8"),
+        Param::Float(f) if f.is_nan() => "'NaN'::float8".into(),
+        Param::Float(f) if f.is_infinite() => {
+            format!("'{}Infinity'::float8", if *f < 0.0 { "-" } else { "" })
+        }
+        Param::Float(f) => format!("'{}'::float8", ryu::Buffer::new().format_finite(*f)),
+        Param::Text(s) => {
+            if s.contains('\0') {
+                return Err(SourceError::query(
+                    "A text parameter contains a NUL character, which PostgreSQL does not accept.",
+                ));
+            }
+            // An escape string reads the same whatever `standard_conforming_strings` is.
+            let mut out = String::with_capacity(s.len() + 12);
+            out.push_str("E'");
+            for c in s.chars() {
+                match c {
+                    '\\' => out.push_str("\\\\"),
+                    '\'' => out.push_str("''"),
+                    c => out.push(c),
+                }
+            }
+            out.push_str("'::text");
+            out
+        }
+        Param::Date(d) => {
+            let (day, era) = date(*d);
+            format!("'{day}{era}'::date")
+        }
+        Param::DateTime(dt) => {
+            let (day, era) = date(dt.date());
+            format!(
+                "'{day} {}{era}'::timestamp",
+                dt.time().format("%H:%M:%S%.f")
+            )
+        }
+    })
+}
+
+/// `YYYY-MM-DD` and the era: PostgreSQL writes years before 1 as `BC` (chrono's year 0 is 1 BC).
+fn date(d: NaiveDate) -> (String, &'static str) {
+    let year = d.year();
+    let (shown, era) = if year <= 0 {
+        (1 - year, " BC")
+    } else {
+        (year, "")
+    };
+    (format!("{shown:04}-{:02}-{:02}", d.month(), d.day()), era)
+}
+
+/// What the `COPY` stream's bytes become: rows of [`Value`]s, with the columns' types from
+/// describing the query.
+pub(super) struct CopyReader {
+    columns: Vec<(String, Kind, String)>,
+    /// The start of a row that continues in the next message.
+    pending: Vec<u8>,
+    header_read: bool,
+    ended: bool,
+}
+
+/// `PGCOPY\n\xff\r\n\0`, then 32-bit flags and the length of a header extension.
+const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+
+impl CopyReader {
+    /// `columns`: name, how it is read, and the server's type name (for messages).
+    pub(super) fn new(columns: Vec<(String, Kind, String)>) -> Self {
+        Self {
+            columns,
+            pending: Vec::new(),
+            header_read: false,
+            ended: false,
+        }
+    }
+
+    /// Reads every complete row in `data` (one `CopyData` message) into `out`.
+    pub(super) fn feed(
+        &mut self,
+        data: &[u8],
+        out: &mut Vec<Result<Vec<Value>, SourceError>>,
+    ) -> Result<(), SourceError> {
+        // PostgreSQL sends one row per message, so the pending part is almost always empty and
+        // the message is read in place.
+        if self.pending.is_empty() {
+            let used = self.read(data, out)?;
+            self.pending.extend_from_slice(&data[used..]);
+        } else {
+            let mut joined = std::mem::take(&mut self.pending);
+            joined.extend_from_slice(data);
+            let used = self.read(&joined, out)?;
+            joined.drain(..used);
+            self.pending = joined;
+        }
+        Ok(())
+    }
+
+    /// Checks that the stream ended where the format says it ends.
+    pub(super) fn finish(&self) -> Result<(), SourceError> {
+        if self.ended && self.pending.is_empty() {
+            Ok(())
+        } else {
+            Err(broken("the data ended early"))
+        }
+    }
+
+    /// Reads complete rows from the start of `buf`; returns how many bytes they took.
+    fn read(
+        &mut self,
+        buf: &[u8],
+        out: &mut Vec<Result<Vec<Value>, SourceError>>,
+    ) -> Result<usize, SourceError> {
+        let mut at = 0;
+        if !self.header_read {
+            let Some(extension) = be_i32(buf, SIGNATURE.len() + 4) else {
+                return Ok(0);
+            };
+            if !buf.starts_with(SIGNATURE) || extension < 0 {
+                return Err(broken("the header is not PostgreSQL's binary COPY header"));
+            }
+            at = SIGNATURE.len() + 8 + extension as usize;
+            if buf.len() < at {
+                return Ok(0);
+            }
+            self.header_read = true;
+        }
+        while at < buf.len() {
+            if self.ended {
+                return Err(broken("data followed the end marker"));
+            }
+            let Some(fields) = be_i16(buf, at) else {
+                break;
+            };
+            if fields == -1 {
+                self.ended = true;
+                at += 2;
+                continue;
+            }
+            if fields as usize != self.columns.len() {
+                return Err(broken("a row has the wrong number of columns"));
+            }
+            match self.row(buf, at + 2)? {
+                Some((row, next)) => {
+                    out.push(Ok(row));
+                    at = next;
+                }
+                None => break,
+            }
+        }
+        Ok(at)
+    }
+
+    /// One row's fields starting at `at`; `None` if the row continues past `buf`.
+    fn row(&self, buf: &[u8], mut at: usize) -> Result<Option<(Vec<Value>, usize)>, SourceError> {
+        let mut row = Vec::with_capacity(self.columns.len());
+        for (name, kind, type_name) in &self.columns {
+            let Some(len) = be_i32(buf, at) else {
+                return Ok(None);
+            };
+            at += 4;
+            if len < 0 {
+                row.push(Value::Null);
+                continue;
+            }
+            let Some(bytes) = buf.get(at..at + len as usize) else {
+                return Ok(None);
+            };
+            at += len as usize;
+            row.push(
+                decode_binary(*kind, bytes).ok_or_else(|| unreadable(name, *kind, type_name))?,
+            );
+        }
+        Ok(Some((row, at)))
+    }
+}
+
+fn unreadable(column: &str, kind: Kind, type_name: &str) -> SourceError {
+    SourceError::query(if matches!(kind, Kind::Unsupported) {
+        format!(
+            "column `{column}` has type {type_name}, which Exportal does not export; \
+             cast it in the dataset's SQL (for example `{column}::text`)"
+        )
+    } else {
+        format!("A value in column `{column}` is not a valid {type_name}.")
+    })
+}
+
+fn broken(what: &str) -> SourceError {
+    SourceError::query(format!(
+        "PostgreSQL's COPY output could not be read: {what}."
+    ))
+}
+
+fn be_i16(buf: &[u8], at: usize) -> Option<i16> {
+    Some(i16::from_be_bytes(buf.get(at..at + 2)?.try_into().ok()?))
+}
+
+fn be_i32(buf: &[u8], at: usize) -> Option<i32> {
+    Some(i32::from_be_bytes(buf.get(at..at + 4)?.try_into().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parameters_become_literals_of_the_bound_types() {
+        let day = NaiveDate::from_ymd_opt(2024, 2, 29).unwrap();
+        let params = [
+            Param::Null,
+            Param::Bool(true),
+            Param::Int(i64::MIN),
+            Param::Float(-0.5),
+            Param::Float(f64::NEG_INFINITY),
+            Param::Text("O'Brien \\ 'x' $1 :y".into()),
+            Param::Date(day),
+            Param::DateTime(day.and_hms_micro_opt(23, 59, 1, 250).unwrap()),
+            Param::Date(NaiveDate::from_ymd_opt(0, 3, 1).unwrap()),
+        ];
+        let slots: Vec<String> = (1..=params.len()).map(|i| format!("${i}")).collect();
+        let sql = format!("SELECT {} -- note;\n;", slots.join(", "));
+        assert_eq!(
+            statement(&sql, &params).unwrap(),
+            "COPY (SELECT NULL::text, true, '-9223372036854775808'::int8, '-0.5'::float8, \
+             '-Infinity'::float8, E'O''Brien \\\\ ''x'' $1 :y'::text, '2024-02-29'::date, \
+             '2024-02-29 23:59:01.000250'::timestamp, '0001-03-01 BC'::date -- note;\n\n) \
+             TO STDOUT (FORMAT binary)"
+        );
+    }
+
+    #[test]
+    fn a_nul_in_a_text_parameter_is_refused() {
+        let e = statement("SELECT $1", &[Param::Text("a\0b".into())]).unwrap_err();
+        assert!(e.message.contains("NUL"), "{}", e.message);
+    }
+
+    fn stream(rows: &[&[Option<&[u8]>]]) -> Vec<u8> {
+        let mut b = SIGNATURE.to_vec();
+        b.extend_from_slice(&0i32.to_be_bytes());
+        b.extend_from_slice(&4i32.to_be_bytes());
+        b.extend_from_slice(b"skip");
+        for row in rows {
+            b.extend_from_slice(&(row.len() as i16).to_be_bytes());
+            for field in *row {
+                match field {
+                    None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+                    Some(v) => {
+                        b.extend_from_slice(&(v.len() as i32).to_be_bytes());
+                        b.extend_from_slice(v);
+                    }
+                }
+            }
+        }
+        b.extend_from_slice(&(-1i16).to_be_bytes());
+        b
+    }
+
+    fn reader() -> CopyReader {
+        CopyReader::new(vec![
+            ("id".into(), Kind::I64, "INT8".into()),
+            ("name".into(), Kind::Text, "TEXT".into()),
+        ])
+    }
+
+    fn rows(out: Vec<Result<Vec<Value>, SourceError>>) -> Vec<Vec<Value>> {
+        out.into_iter().map(|r| r.unwrap()).collect()
+    }
+
+    #[test]
+    fn rows_are_read_however_the_bytes_are_split() {
+        let one = 1i64.to_be_bytes();
+        let two = 2i64.to_be_bytes();
+        let data = stream(&[&[Some(&one), Some(b"Zo\xc3\xab")], &[Some(&two), None]]);
+        let expected = vec![
+            vec![Value::Int(1), Value::Text("Zoë".into())],
+            vec![Value::Int(2), Value::Null],
+        ];
+        for split in 1..data.len() {
+            let mut r = reader();
+            let mut out = Vec::new();
+            r.feed(&data[..split], &mut out).unwrap();
+            r.feed(&data[split..], &mut out).unwrap();
+            r.finish().unwrap();
+            assert_eq!(rows(out), expected, "split at {split}");
+        }
+    }
+
+    #[test]
+    fn damaged_streams_are_errors_not_rows() {
+        let one = 1i64.to_be_bytes();
+        let data = stream(&[&[Some(&one), Some(b"a")]]);
+
+        let mut r = reader();
+        let mut out = Vec::new();
+        r.feed(&data[..data.len() - 2], &mut out).unwrap();
+        assert!(r.finish().unwrap_err().message.contains("ended early"));
+
+        let mut r = reader();
+        let e = r
+            .feed(b"PGCOPY\nXXXXXXXXXXXXXXXXX", &mut Vec::new())
+            .unwrap_err();
+        assert!(e.message.contains("header"), "{}", e.message);
+
+        let wrong_width = stream(&[&[Some(&one)]]);
+        let e = reader().feed(&wrong_width, &mut Vec::new()).unwrap_err();
+        assert!(e.message.contains("number of columns"), "{}", e.message);
+
+        let bad_int = stream(&[&[Some(b"1234"), Some(b"a")]]);
+        let e = reader().feed(&bad_int, &mut Vec::new()).unwrap_err();
+        assert_eq!(e.message, "A value in column `id` is not a valid INT8.");
+
+        let mut trailing = data.clone();
+        trailing.extend_from_slice(&[0, 2]);
+        let e = reader().feed(&trailing, &mut Vec::new()).unwrap_err();
+        assert!(e.message.contains("end marker"), "{}", e.message);
+    }
+
+    #[test]
+    fn an_unsupported_type_names_the_column_and_a_cast() {
+        let mut r = CopyReader::new(vec![("shape".into(), Kind::Unsupported, "POINT".into())]);
+        let e = r
+            .feed(&stream(&[&[Some(b"xx")]]), &mut Vec::new())
+            .unwrap_err();
+        assert!(
+            e.message.contains("`shape` has type POINT"),
+            "{}",
+            e.message
+        );
+        let mut out = Vec::new();
+        let mut r = CopyReader::new(vec![("shape".into(), Kind::Unsupported, "POINT".into())]);
+        r.feed(&stream(&[&[None]]), &mut out).unwrap();
+        assert_eq!(rows(out), vec![vec![Value::Null]]);
+    }
+}

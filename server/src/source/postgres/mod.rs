@@ -1,0 +1,171 @@
+//! PostgreSQL through sqlx. Rows come from `COPY (query) TO STDOUT (FORMAT binary)` (see
+//! `copy`), read on a task of their own that hands them over in batches, so reading the
+//! socket runs beside the formatting on a second core.
+
+mod binary;
+mod copy;
+
+use super::{Batch, Param, RowStream, Source, SourceColumn, SourceError, SourceOptions};
+use crate::catalog::sql::ParamStyle;
+use async_trait::async_trait;
+use binary::{column_type, kind};
+use futures::{FutureExt, StreamExt};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
+use sqlx::{Column, Executor, TypeInfo};
+use std::str::FromStr;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// Rows per batch handed to the reader.
+const BATCH_ROWS: usize = 256;
+/// While the server is slower than the reader, a batch is handed over once it has this many
+/// rows or has waited this long, so a slow query's first rows still show quickly without a
+/// hand-over per row.
+const FLUSH_ROWS: usize = 64;
+const FLUSH_AFTER: Duration = Duration::from_millis(100);
+
+pub struct PgSource {
+    name: String,
+    pool: PgPool,
+}
+
+impl PgSource {
+    pub async fn connect(
+        name: &str,
+        url: &str,
+        options: &SourceOptions,
+    ) -> Result<Self, SourceError> {
+        let mut connect = PgConnectOptions::from_str(url)
+            .map_err(|e| {
+                SourceError::query(format!("source `{name}`: invalid PostgreSQL URL: {e}"))
+            })?
+            .application_name("exportal");
+        if !options.statement_timeout.is_zero() {
+            connect = connect.options([(
+                "statement_timeout",
+                format!("{}ms", options.statement_timeout.as_millis()),
+            )]);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(options.max_connections)
+            .acquire_timeout(options.connect_timeout)
+            .connect_with(connect)
+            .await
+            .map_err(|e| SourceError::from_sqlx(name, e))?;
+        Ok(Self {
+            name: name.to_string(),
+            pool,
+        })
+    }
+}
+
+/// Runs one query's `COPY` on a pooled connection and sends its rows to `tx`, and then the
+/// error that ended it, if one did.
+///
+/// A connection whose `COPY` did not run to its end (an error, or a reader that went away) is
+/// closed instead of going back to the pool: the rest of the output would still be on its way,
+/// and closing the socket is also what makes the server stop sending it.
+async fn read(pool: &PgPool, name: &str, sql: &str, statement: &str, tx: &mpsc::Sender<Batch>) {
+    let mut batch: Batch = Vec::with_capacity(BATCH_ROWS);
+    let outcome = match pool.acquire().await {
+        Ok(mut conn) => {
+            let outcome = copy_rows(&mut conn, name, sql, statement, &mut batch, tx).await;
+            if !matches!(outcome, Ok(true)) {
+                conn.close_on_drop();
+            }
+            outcome
+        }
+        Err(e) => Err(SourceError::from_sqlx(name, e)),
+    };
+    if let Err(e) = outcome {
+        batch.push(Err(e));
+    }
+    if !batch.is_empty() {
+        let _ = tx.send(batch).await;
+    }
+}
+
+/// Reads the `COPY` into `batch`, handing full batches to `tx`; what is left in `batch` at the
+/// end is the caller's to send. `Ok(false)` when the reader stopped listening before the end.
+async fn copy_rows(
+    conn: &mut PgConnection,
+    name: &str,
+    sql: &str,
+    statement: &str,
+    batch: &mut Batch,
+    tx: &mpsc::Sender<Batch>,
+) -> Result<bool, SourceError> {
+    let fail = |e: sqlx::Error| SourceError::from_sqlx(name, e);
+    // COPY's output carries no types: they come from describing the query, at the moment it runs.
+    let described = conn.describe(sql).await.map_err(fail)?;
+    let columns = described
+        .columns()
+        .iter()
+        .map(|c| {
+            let type_name = c.type_info().name();
+            (c.name().to_string(), kind(type_name), type_name.to_string())
+        })
+        .collect();
+    let mut reader = copy::CopyReader::new(columns);
+    let mut copy = conn.copy_out_raw(statement).await.map_err(fail)?;
+    let take = |batch: &mut Batch| std::mem::replace(batch, Vec::with_capacity(BATCH_ROWS));
+    loop {
+        let message = match copy.next().now_or_never() {
+            Some(message) => message,
+            None => {
+                if batch.len() >= FLUSH_ROWS && tx.send(take(batch)).await.is_err() {
+                    return Ok(false);
+                }
+                tokio::select! {
+                    biased;
+                    _ = tx.closed() => return Ok(false),
+                    message = copy.next() => message,
+                    _ = tokio::time::sleep(FLUSH_AFTER), if !batch.is_empty() => {
+                        if tx.send(take(batch)).await.is_err() {
+                            return Ok(false);
+                        }
+                        continue;
+                    }
+                }
+            }
+        };
+        let Some(message) = message else { break };
+        reader.feed(&message.map_err(fail)?, batch)?;
+        if batch.len() >= BATCH_ROWS && tx.send(take(batch)).await.is_err() {
+            return Ok(false);
+        }
+    }
+    reader.finish()?;
+    Ok(true)
+}
+
+#[async_trait]
+impl Source for PgSource {
+    fn style(&self) -> ParamStyle {
+        ParamStyle::Dollar
+    }
+
+    async fn describe(&self, sql: &str) -> Result<Vec<SourceColumn>, SourceError> {
+        super::pooled::describe(&self.pool, &self.name, sql, |t| column_type(kind(t))).await
+    }
+
+    fn rows<'a>(&'a self, sql: &'a str, params: &'a [Param]) -> RowStream<'a> {
+        super::batched(async move {
+            let (tx, rx) = mpsc::channel::<Batch>(4);
+            match copy::statement(sql, params) {
+                Ok(statement) => {
+                    let (pool, name, sql) = (self.pool.clone(), self.name.clone(), sql.to_string());
+                    tokio::spawn(async move { read(&pool, &name, &sql, &statement, &tx).await });
+                }
+                Err(e) => {
+                    let _ = tx.send(vec![Err(e)]).await;
+                }
+            }
+            rx
+        })
+    }
+
+    async fn ping(&self) -> Result<(), SourceError> {
+        super::pooled::ping(&self.pool, &self.name).await
+    }
+}
