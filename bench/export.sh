@@ -3,6 +3,9 @@
 # local store) against the databases' own CSV dumps, side by side in one run on one machine.
 #
 #   bench/export.sh [ROWS]        (default 5000000; also runs 100000 for the memory figure)
+#   RUNS=N bench/export.sh        (default 3: each baseline and export runs N times, alternating;
+#                                  the table shows medians, the range in brackets, and the
+#                                  highest peak RSS)
 #
 # Baselines: PostgreSQL's COPY (query) TO STDOUT (FORMAT csv) through psql into a file, and
 # `sqlite3 -csv` into a file. Exportal: a job submitted over the REST API; time from the
@@ -160,11 +163,32 @@ PY
 
 timed() { local t0 t1; t0=$(now); "$@"; t1=$(now); secs "$t0" "$t1"; }
 
-step "running the exports ($ROWS rows; and $SMALL rows for memory)"
-copy_s=$(timed sh -c "\"$PSQL\" -q \"$EXPORTAL_TEST_POSTGRES_URL\" -c \"COPY (SELECT $QUERY_COLUMNS FROM bench WHERE id <= $ROWS ORDER BY id) TO STDOUT (FORMAT csv, HEADER)\" > \"$work/copy.csv\"")
-sqlite_s=$(timed sh -c "sqlite3 -csv -header \"$work/bench.db\" \"SELECT $QUERY_COLUMNS FROM bench WHERE id <= $ROWS ORDER BY id\" > \"$work/sqlite.csv\"")
-read -r pg_worker pg_wall pg_rows pg_bytes pg_rss <<<"$(exportal pg "$ROWS")"
-read -r lite_worker lite_wall lite_rows lite_bytes lite_rss <<<"$(exportal lite "$ROWS")"
+RUNS=${RUNS:-3}
+step "running the exports ($ROWS rows, $RUNS times each, alternating; and $SMALL rows for memory)"
+copy_runs=() pg_runs=() sqlite_runs=() lite_runs=()
+for _ in $(seq 1 "$RUNS"); do
+  copy_runs+=("$(timed sh -c "\"$PSQL\" -q \"$EXPORTAL_TEST_POSTGRES_URL\" -c \"COPY (SELECT $QUERY_COLUMNS FROM bench WHERE id <= $ROWS ORDER BY id) TO STDOUT (FORMAT csv, HEADER)\" > \"$work/copy.csv\"")")
+  pg_runs+=("$(exportal pg "$ROWS")")
+  sqlite_runs+=("$(timed sh -c "sqlite3 -csv -header \"$work/bench.db\" \"SELECT $QUERY_COLUMNS FROM bench WHERE id <= $ROWS ORDER BY id\" > \"$work/sqlite.csv\"")")
+  lite_runs+=("$(exportal lite "$ROWS")")
+done
+# summary FIELD RUN... → "median [min–max]" of one whitespace-separated field of the runs
+summary() {
+  local field=$1; shift
+  python3 - "$field" "$@" <<'PY'
+import statistics, sys
+field = int(sys.argv[1]); values = sorted(float(r.split()[field]) for r in sys.argv[2:])
+print(f"{statistics.median(values):.2f}" if len(values) == 1 else f"{statistics.median(values):.2f} [{values[0]:.2f}–{values[-1]:.2f}]")
+PY
+}
+median() { summary "$@" | cut -d' ' -f1; }
+highest() { printf '%s\n' "${@:2}" | awk -v f="$1" '{ v = $(f + 1); if (v > m) m = v } END { printf "%.1f", m }'; }
+copy_s=$(median 0 "${copy_runs[@]}")
+sqlite_s=$(median 0 "${sqlite_runs[@]}")
+pg_worker=$(median 0 "${pg_runs[@]}") lite_worker=$(median 0 "${lite_runs[@]}")
+read -r _ _ pg_rows pg_bytes _ <<<"${pg_runs[0]}"
+read -r _ _ lite_rows lite_bytes _ <<<"${lite_runs[0]}"
+pg_rss=$(highest 4 "${pg_runs[@]}") lite_rss=$(highest 4 "${lite_runs[@]}")
 read -r _ _ _ _ pg_small_rss <<<"$(exportal pg "$SMALL")"
 read -r _ _ _ _ lite_small_rss <<<"$(exportal lite "$SMALL")"
 read -r az_worker az_wall az_rows az_bytes az_rss <<<"$(STORAGE=azure exportal pg "$ROWS")"
@@ -202,14 +226,15 @@ read -r lat_split_50 lat_split_95 <<<"$(latency azure web)"
 ratio() { python3 -c "print(f'{$1 / $2:.2f}')"; }
 rate() { python3 -c "print(f'{$1 / $2 / 1e6:.2f}')"; }
 echo
-echo "CSV export of $ROWS rows ($QUERY_COLUMNS), $(nproc) cores, $(date -u +%Y-%m-%d)"
+echo "CSV export of $ROWS rows ($QUERY_COLUMNS), $(nproc) cores, $(date -u +%Y-%m-%d);"
+echo "seconds: median of $RUNS alternating runs [lowest–highest]; speed: baseline median / Exportal median"
 echo
 echo "| run | seconds | M rows/s | file MB | speed vs baseline | server peak RSS, $SMALL rows | server peak RSS, $ROWS rows |"
 echo "|---|---|---|---|---|---|---|"
-echo "| psql COPY (baseline) | $copy_s | $(rate "$ROWS" "$copy_s") | $(python3 -c "print(f'{$(stat -c %s "$work/copy.csv")/1e6:.0f}')") | 1.00 | | |"
-echo "| Exportal, PostgreSQL → local store | $pg_worker (wall $pg_wall) | $(rate "$pg_rows" "$pg_worker") | $(python3 -c "print(f'{$pg_bytes/1e6:.0f}')") | $(ratio "$copy_s" "$pg_worker") × COPY | $pg_small_rss MB | $pg_rss MB |"
-echo "| sqlite3 -csv (baseline) | $sqlite_s | $(rate "$ROWS" "$sqlite_s") | $(python3 -c "print(f'{$(stat -c %s "$work/sqlite.csv")/1e6:.0f}')") | 1.00 | | |"
-echo "| Exportal, SQLite → local store | $lite_worker (wall $lite_wall) | $(rate "$lite_rows" "$lite_worker") | $(python3 -c "print(f'{$lite_bytes/1e6:.0f}')") | $(ratio "$sqlite_s" "$lite_worker") × sqlite3 | $lite_small_rss MB | $lite_rss MB |"
+echo "| psql COPY (baseline) | $(summary 0 "${copy_runs[@]}") | $(rate "$ROWS" "$copy_s") | $(python3 -c "print(f'{$(stat -c %s "$work/copy.csv")/1e6:.0f}')") | 1.00 | | |"
+echo "| Exportal, PostgreSQL → local store | $(summary 0 "${pg_runs[@]}"), wall $(median 1 "${pg_runs[@]}") | $(rate "$pg_rows" "$pg_worker") | $(python3 -c "print(f'{$pg_bytes/1e6:.0f}')") | $(ratio "$copy_s" "$pg_worker") × COPY | $pg_small_rss MB | $pg_rss MB |"
+echo "| sqlite3 -csv (baseline) | $(summary 0 "${sqlite_runs[@]}") | $(rate "$ROWS" "$sqlite_s") | $(python3 -c "print(f'{$(stat -c %s "$work/sqlite.csv")/1e6:.0f}')") | 1.00 | | |"
+echo "| Exportal, SQLite → local store | $(summary 0 "${lite_runs[@]}"), wall $(median 1 "${lite_runs[@]}") | $(rate "$lite_rows" "$lite_worker") | $(python3 -c "print(f'{$lite_bytes/1e6:.0f}')") | $(ratio "$sqlite_s" "$lite_worker") × sqlite3 | $lite_small_rss MB | $lite_rss MB |"
 echo "| Exportal, PostgreSQL → Azurite (blob) | $az_worker (wall $az_wall) | $(rate "$az_rows" "$az_worker") | $(python3 -c "print(f'{$az_bytes/1e6:.0f}')") | $(ratio "$copy_s" "$az_worker") × COPY | $az_small_rss MB | $az_rss MB |"
 echo
 echo "Submit → worker start (job created_at → started_at), 50 one-row jobs one after another:"

@@ -2,7 +2,8 @@
 //! once at start-up, and the checking of what a user asks of a dataset.
 //!
 //! Users never write SQL: they pick a dataset, give values for its declared parameters (bound,
-//! never spliced) and choose among the columns the query was found to return.
+//! or escaped literals where the driver cannot bind: see `catalog::sql`) and choose among the
+//! columns the query was found to return.
 
 pub mod demo;
 pub mod sql;

@@ -530,6 +530,32 @@ async fn postgres_parameters_select_the_same_rows_as_bound_ones() {
         let want: Vec<V> = want.into_iter().map(V::Int).collect();
         assert_eq!(by_copy, want, "copy {params:?}");
     }
+    // An empty optional parameter takes the type of where it stands, so an optional filter
+    // works against any column type. (Bound, a NULL is typed `text`, and `n >= $1` would be
+    // refused.) PostgreSQL takes a parameter's type from its first use, hence the order.
+    let optional = format!(
+        "SELECT id FROM {table} WHERE (n >= $1 OR $1 IS NULL) AND (d >= $2 OR $2 IS NULL) \
+         AND (t = $3 OR $3 IS NULL) ORDER BY id"
+    );
+    for (params, want) in [
+        (vec![Param::Null, Param::Null, Param::Null], vec![1, 2, 3]),
+        (vec![Param::Int(0), Param::Null, Param::Null], vec![2, 3]),
+        (
+            vec![Param::Null, Param::Date(day(2000, 1, 1)), Param::Null],
+            vec![1],
+        ),
+        (
+            vec![Param::Null, Param::Null, Param::Text("日本語 🚀".into())],
+            vec![3],
+        ),
+    ] {
+        let got = first_column(source.as_ref(), &optional, &params)
+            .await
+            .unwrap();
+        let want: Vec<V> = want.into_iter().map(V::Int).collect();
+        assert_eq!(got, want, "{params:?}");
+    }
+
     let left: i64 = sqlx::query_scalar(&format!("SELECT count(*) FROM {table}"))
         .fetch_one(&pool)
         .await

@@ -2,9 +2,11 @@
 //! quarter less server CPU per row than a prepared query's result rows, and the framing is
 //! read here in one pass over each message instead of through the driver's per-row machinery.
 //!
-//! `COPY` takes no bind parameters, so the dataset's `$n` parameters become literals, each
-//! escaped and cast to the type the driver would have bound it as: the query means exactly
-//! what the prepared statement meant.
+//! `COPY` takes no bind parameters, so the dataset's `$n` parameters become literals. Text is an
+//! escape string and, like NULL, is left untyped: PostgreSQL gives it the type of where it
+//! stands, as it did for the `$n` when the query was described at start-up, so an empty
+//! optional parameter in `(id >= :p OR :p IS NULL)`, or text against an enum column, works.
+//! Numbers, booleans, dates and timestamps are cast to their declared types.
 
 use super::binary::{decode_binary, Kind};
 use crate::catalog::sql::replace_positional;
@@ -20,10 +22,10 @@ pub(super) fn statement(sql: &str, params: &[Param]) -> Result<String, SourceErr
     Ok(format!("COPY ({query}\n) TO STDOUT (FORMAT binary)"))
 }
 
-/// A parameter as a PostgreSQL literal of the type it is bound as elsewhere.
+/// A parameter as a PostgreSQL literal.
 fn literal(p: &Param) -> Result<String, SourceError> {
     Ok(match p {
-        Param::Null => "NULL::text".into(),
+        Param::Null => "NULL".into(),
         Param::Bool(b) => if *b { "true" } else { "false" }.into(),
         Param::Int(i) => format!("'{i}'::int8"),
         Param::Float(f) if f.is_nan() => "'NaN'::float8".into(),
@@ -47,7 +49,7 @@ fn literal(p: &Param) -> Result<String, SourceError> {
                     c => out.push(c),
                 }
             }
-            out.push_str("'::text");
+            out.push('\'');
             out
         }
         Param::Date(d) => {
@@ -229,7 +231,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parameters_become_literals_of_the_bound_types() {
+    fn parameters_become_escaped_literals() {
         let day = NaiveDate::from_ymd_opt(2024, 2, 29).unwrap();
         let params = [
             Param::Null,
@@ -246,8 +248,8 @@ mod tests {
         let sql = format!("SELECT {} -- note;\n;", slots.join(", "));
         assert_eq!(
             statement(&sql, &params).unwrap(),
-            "COPY (SELECT NULL::text, true, '-9223372036854775808'::int8, '-0.5'::float8, \
-             '-Infinity'::float8, E'O''Brien \\\\ ''x'' $1 :y'::text, '2024-02-29'::date, \
+            "COPY (SELECT NULL, true, '-9223372036854775808'::int8, '-0.5'::float8, \
+             '-Infinity'::float8, E'O''Brien \\\\ ''x'' $1 :y', '2024-02-29'::date, \
              '2024-02-29 23:59:01.000250'::timestamp, '0001-03-01 BC'::date -- note;\n\n) \
              TO STDOUT (FORMAT binary)"
         );
