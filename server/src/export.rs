@@ -1,8 +1,8 @@
 //! The export pipeline: source rows → format writer → blob store, all streamed.
 //!
 //! Three stages run at once, so a 2-core machine keeps both cores busy and memory stays flat:
-//! the async task reads rows from the database in batches; a blocking thread formats them (and
-//! gzips, and hashes); the blob store's `put` writes the bytes. Bounded channels between them
+//! the async task passes on the batches of rows the source reads; a blocking thread formats
+//! them (and gzips, and hashes); the blob store's `put` writes the bytes. Bounded channels between them
 //! pass back-pressure from a slow disk or network all the way to the database cursor.
 //! A file is committed only when every stage finished cleanly: a failure or cancellation in any
 //! stage aborts the write, and the blob store leaves nothing behind.
@@ -13,7 +13,7 @@ use crate::format::{self, FormatOptions};
 use crate::source::{SourceErrorKind, Value};
 use app::jobs::{ExportFormat, Job};
 use bytes::{Bytes, BytesMut};
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use sha2::{Digest, Sha256};
 use std::io::{self, Write};
 use std::path::PathBuf;
@@ -22,8 +22,6 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-/// Rows per message from the reader to the formatter.
-const BATCH_ROWS: usize = 512;
 /// Bytes per chunk from the formatter to the blob store.
 const CHUNK_BYTES: usize = 256 * 1024;
 
@@ -258,23 +256,16 @@ async fn read_rows(
     counters: &Counters,
     row_tx: mpsc::Sender<RowMsg>,
 ) -> Result<(), ExportFailure> {
-    let mut rows = dataset.source.rows(&dataset.bound.sql, params);
-    let mut batch = Vec::with_capacity(BATCH_ROWS);
+    let mut batches = dataset.source.batches(&dataset.bound.sql, params);
     let mut total = 0u64;
     loop {
-        // Most rows are already buffered by the driver: take them without setting up a wait
-        // for the cancel token (that registration per row cost more than the row). The token
-        // is checked once per batch, and raced only when the source has to wait.
-        let next = match rows.next().now_or_never() {
-            Some(next) => next,
-            None => tokio::select! {
-                biased;
-                _ = cancel.cancelled() => return Err(ExportFailure::Cancelled),
-                next = rows.next() => next,
-            },
+        let next = tokio::select! {
+            biased;
+            _ = cancel.cancelled() => return Err(ExportFailure::Cancelled),
+            next = batches.next() => next,
         };
-        let Some(row) = next else { break };
-        let row = row.map_err(|e| match e.kind {
+        let Some(batch) = next else { break };
+        let batch = batch.map_err(|e| match e.kind {
             SourceErrorKind::Unavailable => ExportFailure::Transient {
                 code: "source_unavailable",
                 message: e.message,
@@ -284,37 +275,28 @@ async fn read_rows(
                 message: e.message,
             },
         })?;
-        total += 1;
+        total += batch.len() as u64;
         if total > ctx.row_cap {
             return Err(ExportFailure::permanent(
                 "row_cap",
                 format!("The export has more than {} rows, the most one export may have. Narrow the filters and try again.", ctx.row_cap),
             ));
         }
-        batch.push(if all_in_order {
-            row
+        let batch = if all_in_order {
+            batch
         } else {
-            positions.iter().map(|&i| row[i].clone()).collect()
-        });
-        if batch.len() == BATCH_ROWS {
-            if cancel.is_cancelled() {
-                return Err(ExportFailure::Cancelled);
-            }
-            let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS));
-            counters
-                .rows
-                .fetch_add(full.len() as u64, Ordering::Relaxed);
-            if row_tx.send(RowMsg::Batch(full)).await.is_err() {
-                // The formatter stopped: its error is reported by the caller.
-                return Ok(());
-            }
+            batch
+                .into_iter()
+                .map(|row| positions.iter().map(|&i| row[i].clone()).collect())
+                .collect()
+        };
+        counters
+            .rows
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        if row_tx.send(RowMsg::Batch(batch)).await.is_err() {
+            // The formatter stopped: its error is reported by the caller.
+            return Ok(());
         }
-    }
-    counters
-        .rows
-        .fetch_add(batch.len() as u64, Ordering::Relaxed);
-    if !batch.is_empty() {
-        let _ = row_tx.send(RowMsg::Batch(batch)).await;
     }
     if cancel.is_cancelled() {
         return Err(ExportFailure::Cancelled);

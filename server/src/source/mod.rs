@@ -161,27 +161,31 @@ impl Default for SourceOptions {
     }
 }
 
-/// Rows of a query, streamed.
-pub type RowStream<'a> = BoxStream<'a, Result<Vec<Value>, SourceError>>;
+/// One result row, in the query's column order.
+pub type Row = Vec<Value>;
 
-/// Rows as a reader on another thread or task hands them over; an error travels in the batch
-/// where it happened.
-type Batch = Vec<Result<Vec<Value>, SourceError>>;
+/// A query's rows in batches, as the driver hands them over: never an empty batch, and an error
+/// is the last item.
+pub type BatchStream<'a> = BoxStream<'a, Result<Vec<Row>, SourceError>>;
 
-/// The rows of the batches `start` yields a receiver for; `start` runs when the stream is
-/// first polled, so nothing is read for a stream that is never used.
+/// A query's rows one at a time.
+pub type RowStream<'a> = BoxStream<'a, Result<Row, SourceError>>;
+
+/// What a reader on another thread or task hands over: batches, then possibly the error that
+/// ended the query.
+type Sent = Result<Vec<Row>, SourceError>;
+
+/// The batches from the receiver `start` yields; `start` runs when the stream is first polled,
+/// so nothing is read for a stream that is never used.
 fn batched<'a>(
-    start: impl std::future::Future<Output = tokio::sync::mpsc::Receiver<Batch>> + Send + 'a,
-) -> RowStream<'a> {
+    start: impl std::future::Future<Output = tokio::sync::mpsc::Receiver<Sent>> + Send + 'a,
+) -> BatchStream<'a> {
     use futures::StreamExt;
     futures::stream::once(start)
         .flat_map(|rx| {
             futures::stream::unfold(rx, |mut rx| async move {
-                rx.recv()
-                    .await
-                    .map(|batch| (futures::stream::iter(batch), rx))
+                rx.recv().await.map(|sent| (sent, rx))
             })
-            .flatten()
         })
         .boxed()
 }
@@ -193,8 +197,20 @@ pub trait Source: Send + Sync + 'static {
     fn style(&self) -> ParamStyle;
     /// The columns `sql` (already in this driver's parameter style) returns, without running it.
     async fn describe(&self, sql: &str) -> Result<Vec<SourceColumn>, SourceError>;
-    /// Streams the rows of `sql` with `params` bound in order.
-    fn rows<'a>(&'a self, sql: &'a str, params: &'a [Param]) -> RowStream<'a>;
+    /// Streams the rows of `sql` with `params` bound in order, in batches (exports pass them on
+    /// whole, so no per-row hand-over is paid twice).
+    fn batches<'a>(&'a self, sql: &'a str, params: &'a [Param]) -> BatchStream<'a>;
+    /// The same rows one at a time (previews, counts).
+    fn rows<'a>(&'a self, sql: &'a str, params: &'a [Param]) -> RowStream<'a> {
+        use futures::future::Either;
+        use futures::StreamExt;
+        self.batches(sql, params)
+            .flat_map(|batch| match batch {
+                Ok(rows) => Either::Left(futures::stream::iter(rows.into_iter().map(Ok))),
+                Err(e) => Either::Right(futures::stream::iter([Err(e)])),
+            })
+            .boxed()
+    }
     /// Checks that the database answers.
     async fn ping(&self) -> Result<(), SourceError>;
 }

@@ -1,7 +1,7 @@
 //! MySQL / MariaDB through sqlx. Rows are streamed from the server; each column's decoder is
 //! chosen once, from the first row's types.
 
-use super::{Param, RowStream, Source, SourceColumn, SourceError, SourceOptions, Value};
+use super::{BatchStream, Param, Source, SourceColumn, SourceError, SourceOptions, Value};
 use crate::catalog::sql::ParamStyle;
 use app::catalog::ColumnType;
 use async_trait::async_trait;
@@ -10,6 +10,9 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::types::BigDecimal;
 use sqlx::{Column, Executor, Row, TypeInfo, ValueRef};
 use std::str::FromStr;
+
+/// The most rows per batch.
+const BATCH_ROWS: usize = 256;
 
 pub struct MySqlSource {
     name: String,
@@ -155,7 +158,7 @@ impl Source for MySqlSource {
         super::pooled::describe(&self.pool, &self.name, sql, |t| column_type(kind(t))).await
     }
 
-    fn rows<'a>(&'a self, sql: &'a str, params: &'a [Param]) -> RowStream<'a> {
+    fn batches<'a>(&'a self, sql: &'a str, params: &'a [Param]) -> BatchStream<'a> {
         let query = super::pooled::bound(sql, params);
         let name = self.name.as_str();
         let mut kinds: Option<Vec<Kind>> = None;
@@ -170,6 +173,25 @@ impl Source for MySqlSource {
                         .collect()
                 });
                 decode(&row, kinds).map_err(|e| SourceError::from_sqlx(name, e))
+            })
+            // The rows the driver already holds, as one batch; the rows before an error go
+            // out before it.
+            .ready_chunks(BATCH_ROWS)
+            .flat_map(|chunk| {
+                let mut rows = Vec::with_capacity(chunk.len());
+                let mut failure = None;
+                // The driver's stream ends at its first error.
+                for row in chunk {
+                    match row {
+                        Ok(row) => rows.push(row),
+                        Err(e) => {
+                            failure = Some(e);
+                            break;
+                        }
+                    }
+                }
+                let rows = (!rows.is_empty()).then_some(Ok(rows));
+                futures::stream::iter(rows.into_iter().chain(failure.map(Err)))
             })
             .boxed()
     }

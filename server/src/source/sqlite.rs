@@ -14,7 +14,7 @@
 //! declared type as a hint for dates and booleans.
 
 use super::{
-    datetime, Batch, Param, RowStream, Source, SourceColumn, SourceError, SourceErrorKind,
+    datetime, BatchStream, Param, Row, Sent, Source, SourceColumn, SourceError, SourceErrorKind,
     SourceOptions, Value,
 };
 use crate::catalog::sql::ParamStyle;
@@ -207,14 +207,15 @@ fn bind(stmt: &mut rusqlite::Statement<'_>, params: &[Param]) -> rusqlite::Resul
 }
 
 /// Steps the statement on this (blocking) thread and sends the rows in batches until they end,
-/// the receiver goes away, or the statement fails.
+/// the receiver goes away, or the statement fails; the rows read before a failure are sent
+/// before it.
 fn produce(
     name: &str,
     path: &str,
     sql: &str,
     params: &[Param],
     options: &SourceOptions,
-    tx: &mpsc::Sender<Batch>,
+    tx: &mpsc::Sender<Sent>,
 ) -> Result<(), SourceError> {
     let conn = open(path, options).map_err(|e| classify(name, e, false))?;
     let timed_out = Arc::new(AtomicBool::new(false));
@@ -240,24 +241,31 @@ fn produce(
         .map(|c| column_type(c.decl_type().unwrap_or_default()))
         .collect();
     let mut rows = stmt.raw_query();
-    let mut batch: Batch = Vec::with_capacity(BATCH_ROWS);
-    while let Some(row) = rows.next().map_err(fail)? {
+    let mut batch: Vec<Row> = Vec::with_capacity(BATCH_ROWS);
+    let read_row = |row: &rusqlite::Row<'_>| -> rusqlite::Result<Row> {
         let mut values = Vec::with_capacity(hints.len());
         for (i, hint) in hints.iter().enumerate() {
-            values.push(decode(row.get_ref(i).map_err(fail)?, *hint));
+            values.push(decode(row.get_ref(i)?, *hint));
         }
-        batch.push(Ok(values));
+        Ok(values)
+    };
+    let ended = loop {
+        match rows.next().and_then(|row| row.map(read_row).transpose()) {
+            Ok(Some(values)) => batch.push(values),
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(fail(e)),
+        }
         if batch.len() == BATCH_ROWS {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS));
-            if tx.blocking_send(full).is_err() {
+            if tx.blocking_send(Ok(full)).is_err() {
                 return Ok(());
             }
         }
-    }
+    };
     if !batch.is_empty() {
-        let _ = tx.blocking_send(batch);
+        let _ = tx.blocking_send(Ok(batch));
     }
-    Ok(())
+    ended
 }
 
 #[async_trait]
@@ -282,22 +290,22 @@ impl Source for SqliteSource {
         .await
     }
 
-    fn rows<'a>(&'a self, sql: &'a str, params: &'a [Param]) -> RowStream<'a> {
+    fn batches<'a>(&'a self, sql: &'a str, params: &'a [Param]) -> BatchStream<'a> {
         let (sql, params) = (sql.to_string(), params.to_vec());
         let (name, path, options) = (self.name.clone(), self.path.clone(), self.options.clone());
         super::batched(async move {
-            let (tx, rx) = mpsc::channel::<Batch>(4);
+            let (tx, rx) = mpsc::channel::<Sent>(4);
             match self.slot().await {
                 Ok(permit) => {
                     tokio::task::spawn_blocking(move || {
                         let _permit = permit;
                         if let Err(e) = produce(&name, &path, &sql, &params, &options, &tx) {
-                            let _ = tx.blocking_send(vec![Err(e)]);
+                            let _ = tx.blocking_send(Err(e));
                         }
                     });
                 }
                 Err(e) => {
-                    let _ = tx.send(vec![Err(e)]).await;
+                    let _ = tx.send(Err(e)).await;
                 }
             }
             rx

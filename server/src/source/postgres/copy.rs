@@ -10,7 +10,7 @@
 
 use super::binary::{decode_binary, Kind};
 use crate::catalog::sql::replace_positional;
-use crate::source::{Param, SourceError, Value};
+use crate::source::{Param, Row, SourceError, Value};
 use chrono::{Datelike, NaiveDate};
 
 /// The `COPY` statement for `sql` (in `$n` style) with `params` written in as literals.
@@ -102,11 +102,7 @@ impl CopyReader {
     }
 
     /// Reads every complete row in `data` (one `CopyData` message) into `out`.
-    pub(super) fn feed(
-        &mut self,
-        data: &[u8],
-        out: &mut Vec<Result<Vec<Value>, SourceError>>,
-    ) -> Result<(), SourceError> {
+    pub(super) fn feed(&mut self, data: &[u8], out: &mut Vec<Row>) -> Result<(), SourceError> {
         // PostgreSQL sends one row per message, so the pending part is almost always empty and
         // the message is read in place.
         if self.pending.is_empty() {
@@ -132,11 +128,7 @@ impl CopyReader {
     }
 
     /// Reads complete rows from the start of `buf`; returns how many bytes they took.
-    fn read(
-        &mut self,
-        buf: &[u8],
-        out: &mut Vec<Result<Vec<Value>, SourceError>>,
-    ) -> Result<usize, SourceError> {
+    fn read(&mut self, buf: &[u8], out: &mut Vec<Row>) -> Result<usize, SourceError> {
         let mut at = 0;
         if !self.header_read {
             let Some(extension) = be_i32(buf, SIGNATURE.len() + 4) else {
@@ -168,7 +160,7 @@ impl CopyReader {
             }
             match self.row(buf, at + 2)? {
                 Some((row, next)) => {
-                    out.push(Ok(row));
+                    out.push(row);
                     at = next;
                 }
                 None => break,
@@ -178,7 +170,7 @@ impl CopyReader {
     }
 
     /// One row's fields starting at `at`; `None` if the row continues past `buf`.
-    fn row(&self, buf: &[u8], mut at: usize) -> Result<Option<(Vec<Value>, usize)>, SourceError> {
+    fn row(&self, buf: &[u8], mut at: usize) -> Result<Option<(Row, usize)>, SourceError> {
         let mut row = Vec::with_capacity(self.columns.len());
         for (name, kind, type_name) in &self.columns {
             let Some(len) = be_i32(buf, at) else {
@@ -289,10 +281,6 @@ mod tests {
         ])
     }
 
-    fn rows(out: Vec<Result<Vec<Value>, SourceError>>) -> Vec<Vec<Value>> {
-        out.into_iter().map(|r| r.unwrap()).collect()
-    }
-
     #[test]
     fn rows_are_read_however_the_bytes_are_split() {
         let one = 1i64.to_be_bytes();
@@ -308,7 +296,7 @@ mod tests {
             r.feed(&data[..split], &mut out).unwrap();
             r.feed(&data[split..], &mut out).unwrap();
             r.finish().unwrap();
-            assert_eq!(rows(out), expected, "split at {split}");
+            assert_eq!(out, expected, "split at {split}");
         }
     }
 
@@ -356,6 +344,6 @@ mod tests {
         let mut out = Vec::new();
         let mut r = CopyReader::new(vec![("shape".into(), Kind::Unsupported, "POINT".into())]);
         r.feed(&stream(&[&[None]]), &mut out).unwrap();
-        assert_eq!(rows(out), vec![vec![Value::Null]]);
+        assert_eq!(out, vec![vec![Value::Null]]);
     }
 }

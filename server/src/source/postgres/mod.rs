@@ -5,7 +5,7 @@
 mod binary;
 mod copy;
 
-use super::{Batch, Param, RowStream, Source, SourceColumn, SourceError, SourceOptions};
+use super::{BatchStream, Param, Row, Sent, Source, SourceColumn, SourceError, SourceOptions};
 use crate::catalog::sql::ParamStyle;
 use async_trait::async_trait;
 use binary::{column_type, kind};
@@ -65,8 +65,8 @@ impl PgSource {
 /// A connection whose `COPY` did not run to its end (an error, or a reader that went away) is
 /// closed instead of going back to the pool: the rest of the output would still be on its way,
 /// and closing the socket is also what makes the server stop sending it.
-async fn read(pool: &PgPool, name: &str, sql: &str, statement: &str, tx: &mpsc::Sender<Batch>) {
-    let mut batch: Batch = Vec::with_capacity(BATCH_ROWS);
+async fn read(pool: &PgPool, name: &str, sql: &str, statement: &str, tx: &mpsc::Sender<Sent>) {
+    let mut batch: Vec<Row> = Vec::with_capacity(BATCH_ROWS);
     let outcome = match pool.acquire().await {
         Ok(mut conn) => {
             let outcome = copy_rows(&mut conn, name, sql, statement, &mut batch, tx).await;
@@ -77,11 +77,11 @@ async fn read(pool: &PgPool, name: &str, sql: &str, statement: &str, tx: &mpsc::
         }
         Err(e) => Err(SourceError::from_sqlx(name, e)),
     };
-    if let Err(e) = outcome {
-        batch.push(Err(e));
+    if !batch.is_empty() && tx.send(Ok(batch)).await.is_err() {
+        return;
     }
-    if !batch.is_empty() {
-        let _ = tx.send(batch).await;
+    if let Err(e) = outcome {
+        let _ = tx.send(Err(e)).await;
     }
 }
 
@@ -92,8 +92,8 @@ async fn copy_rows(
     name: &str,
     sql: &str,
     statement: &str,
-    batch: &mut Batch,
-    tx: &mpsc::Sender<Batch>,
+    batch: &mut Vec<Row>,
+    tx: &mpsc::Sender<Sent>,
 ) -> Result<bool, SourceError> {
     let fail = |e: sqlx::Error| SourceError::from_sqlx(name, e);
     // COPY's output carries no types: they come from describing the query, at the moment it runs.
@@ -108,7 +108,7 @@ async fn copy_rows(
         .collect();
     let mut reader = copy::CopyReader::new(columns);
     let mut copy = conn.copy_out_raw(statement).await.map_err(fail)?;
-    let take = |batch: &mut Batch| std::mem::replace(batch, Vec::with_capacity(BATCH_ROWS));
+    let take = |batch: &mut Vec<Row>| Ok(std::mem::replace(batch, Vec::with_capacity(BATCH_ROWS)));
     loop {
         let message = match copy.next().now_or_never() {
             Some(message) => message,
@@ -149,16 +149,16 @@ impl Source for PgSource {
         super::pooled::describe(&self.pool, &self.name, sql, |t| column_type(kind(t))).await
     }
 
-    fn rows<'a>(&'a self, sql: &'a str, params: &'a [Param]) -> RowStream<'a> {
+    fn batches<'a>(&'a self, sql: &'a str, params: &'a [Param]) -> BatchStream<'a> {
         super::batched(async move {
-            let (tx, rx) = mpsc::channel::<Batch>(4);
+            let (tx, rx) = mpsc::channel::<Sent>(4);
             match copy::statement(sql, params) {
                 Ok(statement) => {
                     let (pool, name, sql) = (self.pool.clone(), self.name.clone(), sql.to_string());
                     tokio::spawn(async move { read(&pool, &name, &sql, &statement, &tx).await });
                 }
                 Err(e) => {
-                    let _ = tx.send(vec![Err(e)]).await;
+                    let _ = tx.send(Err(e)).await;
                 }
             }
             rx
