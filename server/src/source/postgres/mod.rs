@@ -16,12 +16,10 @@ use std::str::FromStr;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
-/// Rows per batch handed to the reader.
-const BATCH_ROWS: usize = 256;
-/// While the server is slower than the reader, a batch is handed over once it has this many
-/// rows or has waited this long, so a slow query's first rows still show quickly without a
-/// hand-over per row.
-const FLUSH_ROWS: usize = 64;
+/// Rows per batch handed to the reader: each hand-over may wake a thread, so they are few.
+const BATCH_ROWS: usize = 512;
+/// While the server is slower than the reader, a batch that has waited this long is handed
+/// over unfilled, so a slow query's first rows still show quickly.
 const FLUSH_AFTER: Duration = Duration::from_millis(100);
 
 pub struct PgSource {
@@ -109,18 +107,18 @@ async fn copy_rows(
     let mut reader = copy::CopyReader::new(columns);
     let mut copy = conn.copy_out_raw(statement).await.map_err(fail)?;
     let take = |batch: &mut Vec<Row>| Ok(std::mem::replace(batch, Vec::with_capacity(BATCH_ROWS)));
+    let mut waiting_since = None;
     loop {
         let message = match copy.next().now_or_never() {
             Some(message) => message,
             None => {
-                if batch.len() >= FLUSH_ROWS && tx.send(take(batch)).await.is_err() {
-                    return Ok(false);
-                }
+                let since = *waiting_since.get_or_insert_with(tokio::time::Instant::now);
                 tokio::select! {
                     biased;
                     _ = tx.closed() => return Ok(false),
                     message = copy.next() => message,
-                    _ = tokio::time::sleep(FLUSH_AFTER), if !batch.is_empty() => {
+                    _ = tokio::time::sleep_until(since + FLUSH_AFTER), if !batch.is_empty() => {
+                        waiting_since = None;
                         if tx.send(take(batch)).await.is_err() {
                             return Ok(false);
                         }
@@ -131,8 +129,11 @@ async fn copy_rows(
         };
         let Some(message) = message else { break };
         reader.feed(&message.map_err(fail)?, batch)?;
-        if batch.len() >= BATCH_ROWS && tx.send(take(batch)).await.is_err() {
-            return Ok(false);
+        if batch.len() >= BATCH_ROWS {
+            waiting_since = None;
+            if tx.send(take(batch)).await.is_err() {
+                return Ok(false);
+            }
         }
     }
     reader.finish()?;
