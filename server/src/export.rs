@@ -2,8 +2,9 @@
 //!
 //! Three stages run at once, so a 2-core machine keeps both cores busy and memory stays flat:
 //! the async task passes on the batches of rows the source reads; a blocking thread formats
-//! them (and gzips, and hashes); the blob store's `put` writes the bytes. Bounded channels between them
-//! pass back-pressure from a slow disk or network all the way to the database cursor.
+//! them (and gzips, and hashes); the blob store's `put` writes the bytes. Bounded channels
+//! between them pass back-pressure from a slow disk or network all the way to the database
+//! cursor.
 //! A file is committed only when every stage finished cleanly: a failure or cancellation in any
 //! stage aborts the write, and the blob store leaves nothing behind.
 

@@ -1,7 +1,7 @@
 //! `:name` placeholders in the operator's SQL, turned into each driver's bound parameters.
 //!
 //! The SQL is the operator's; users only ever supply values, which are bound (or, for
-//! PostgreSQL's `COPY`, which takes no parameters, written as escaped, typed literals by
+//! PostgreSQL's `COPY`, which takes no parameters, written in as escaped literals through
 //! [`replace_positional`]). The scanner skips string literals, dollar-quoted strings, quoted
 //! identifiers and comments, and leaves PostgreSQL's `::type` casts alone, so `':x'` or
 //! `a::text` are not mistaken for placeholders.
@@ -63,19 +63,19 @@ pub fn bind(sql: &str, style: ParamStyle) -> BoundSql {
     BoundSql { sql: out, slots }
 }
 
-/// Replaces PostgreSQL's `$1`, `$2` … with `value(index)` (0-based); `None` leaves one as it is.
-pub fn replace_positional(sql: &str, mut value: impl FnMut(usize) -> Option<String>) -> String {
+/// Replaces PostgreSQL's `$1`, `$2` … with `values[0]`, `values[1]` …; a number without a
+/// value is left as it is.
+pub fn replace_positional(sql: &str, values: &[String]) -> String {
     let mut out = String::with_capacity(sql.len());
     scan(sql, |piece| match piece {
         Piece::Text(t) | Piece::Param(t) => out.push_str(t),
-        Piece::Positional(p) => match p[1..]
-            .parse::<usize>()
-            .ok()
-            .and_then(|n| value(n.checked_sub(1)?))
-        {
-            Some(v) => out.push_str(&v),
-            None => out.push_str(p),
-        },
+        Piece::Positional(p) => {
+            let value = p[1..]
+                .parse::<usize>()
+                .ok()
+                .and_then(|n| values.get(n.checked_sub(1)?));
+            out.push_str(value.map_or(p, String::as_str));
+        }
     });
     out
 }
@@ -225,7 +225,7 @@ mod tests {
     fn positional_parameters_are_replaced_outside_literals_only() {
         let b = bind(SQL, ParamStyle::Dollar);
         let sql = format!("{} AND note <> '$1' AND d = $$ $2 $$ AND x$1 = 0", b.sql);
-        let replaced = replace_positional(&sql, |i| ["'a'", "'b'"].get(i).map(|s| s.to_string()));
+        let replaced = replace_positional(&sql, &["'a'".into(), "'b'".into()]);
         assert_eq!(
             replaced,
             "SELECT id FROM orders WHERE created_at >= 'a' AND created_at < 'b' AND (owner = $3 OR $3 = 'admin') \

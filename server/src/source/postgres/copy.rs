@@ -16,7 +16,7 @@ use chrono::{Datelike, NaiveDate};
 /// The `COPY` statement for `sql` (in `$n` style) with `params` written in as literals.
 pub(super) fn statement(sql: &str, params: &[Param]) -> Result<String, SourceError> {
     let literals = params.iter().map(literal).collect::<Result<Vec<_>, _>>()?;
-    let query = replace_positional(sql, |i| literals.get(i).cloned());
+    let query = replace_positional(sql, &literals);
     let query = query.trim().trim_end_matches(';');
     // The line break ends a trailing `--` comment in the operator's SQL.
     Ok(format!("COPY ({query}\n) TO STDOUT (FORMAT binary)"))
