@@ -246,6 +246,17 @@ pub async fn run(
     })
 }
 
+/// The failure of an export whose source returns rows of another width than it described.
+pub fn width_changed(dataset: &str, described: usize, got: usize) -> ExportFailure {
+    ExportFailure::permanent(
+        "dataset_changed",
+        format!(
+            "The database returned rows with {got} columns, but the dataset `{dataset}` has {described}: \
+             its table or query changed since Exportal started. Ask the operator to restart Exportal."
+        ),
+    )
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn read_rows(
     ctx: &ExportContext,
@@ -257,7 +268,10 @@ async fn read_rows(
     counters: &Counters,
     row_tx: mpsc::Sender<RowMsg>,
 ) -> Result<(), ExportFailure> {
-    let mut batches = dataset.source.batches(&dataset.bound.sql, params);
+    // `complete` turns a stream that stops without the source's end marker into an error, so
+    // a reader that died never passes for a finished export.
+    let mut batches = crate::source::complete(dataset.source.batches(&dataset.bound.sql, params));
+    let width = dataset.info.columns.len();
     let mut total = 0u64;
     loop {
         let next = tokio::select! {
@@ -266,16 +280,24 @@ async fn read_rows(
             next = batches.next() => next,
         };
         let Some(batch) = next else { break };
-        let batch = batch.map_err(|e| match e.kind {
-            SourceErrorKind::Unavailable => ExportFailure::Transient {
-                code: "source_unavailable",
-                message: e.message,
-            },
-            SourceErrorKind::Query => ExportFailure::Permanent {
-                code: "query_failed",
-                message: e.message,
-            },
+        let batch = batch.map_err(|e| {
+            tracing::warn!(kind = ?e.kind, "the source failed: {}", e.message);
+            match e.kind {
+                SourceErrorKind::Unavailable => ExportFailure::Transient {
+                    code: "source_unavailable",
+                    message: e.message,
+                },
+                SourceErrorKind::Query => ExportFailure::Permanent {
+                    code: "query_failed",
+                    message: e.message,
+                },
+            }
         })?;
+        // The positions below index the columns described at start-up; a schema that changed
+        // since must fail the job, not panic on a short row or shift values between columns.
+        if let Some(row) = batch.iter().find(|row| row.len() != width) {
+            return Err(width_changed(&dataset.info.id, width, row.len()));
+        }
         total += batch.len() as u64;
         if total > ctx.row_cap {
             return Err(ExportFailure::permanent(

@@ -245,6 +245,7 @@ pub async fn start(settings: Settings, mut leptos: LeptosOptions) -> anyhow::Res
             },
             wake: wake.clone(),
             worker: worker.clone(),
+            preview_slots: Default::default(),
         })
     });
     let identifier = Arc::new(identity::Identifier::new(

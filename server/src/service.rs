@@ -13,14 +13,24 @@ use app::error::{ApiError, ErrorCode};
 use app::jobs::{ExportRequest, Job, JobError, JobStatus, Preview, Progress};
 use chrono::Utc;
 use futures::StreamExt;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// Rows shown in a preview.
 pub const PREVIEW_ROWS: usize = 20;
 /// The longest a submit waits for the row count before going ahead without it.
 const COUNT_TIMEOUT: Duration = Duration::from_secs(3);
+/// The longest a preview query may run; the database stops it there.
+const PREVIEW_TIMEOUT: Duration = Duration::from_secs(15);
+/// How much longer than the database's own timeout the service waits, for the round trip.
+const CLIENT_SLACK: Duration = Duration::from_secs(2);
+/// Preview and count queries that may run at once on one source: with the default pool of four
+/// connections, exports always keep at least two, whatever a crowd of previewers does.
+pub const PREVIEW_QUERIES_PER_SOURCE: usize = 2;
+/// How long a preview waits for one of those before answering "busy".
+const PREVIEW_SLOT_WAIT: Duration = Duration::from_secs(5);
 /// Jobs listed per user.
 const LIST_LIMIT: usize = 200;
 
@@ -41,6 +51,9 @@ pub struct Service {
     pub wake: Arc<Notify>,
     /// The worker of this instance, if it runs one (role `all`): cancels reach it directly.
     pub worker: Option<Arc<Worker>>,
+    /// Per source, the connections previews and counts may take (see
+    /// [`PREVIEW_QUERIES_PER_SOURCE`]).
+    pub preview_slots: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
 }
 
 fn store_error(e: StoreError) -> ApiError {
@@ -125,19 +138,46 @@ impl Service {
         Ok((dataset, checked))
     }
 
-    /// Counts the rows an export would have, if the source answers quickly.
+    /// One of the few connections of `dataset`'s source that previews and counts may use, or
+    /// `None` when they are all taken for longer than a moment.
+    async fn preview_slot(
+        &self,
+        dataset: &crate::catalog::Dataset,
+    ) -> Option<OwnedSemaphorePermit> {
+        let slots = self
+            .preview_slots
+            .lock()
+            .expect("lock")
+            .entry(dataset.source_name.clone())
+            .or_insert_with(|| Arc::new(Semaphore::new(PREVIEW_QUERIES_PER_SOURCE)))
+            .clone();
+        tokio::time::timeout(PREVIEW_SLOT_WAIT, slots.acquire_owned())
+            .await
+            .ok()?
+            .ok()
+    }
+
+    /// Counts the rows an export would have, if the source answers quickly. The database stops
+    /// the count itself at the timeout, so an abandoned count costs nothing after it.
     async fn estimate(&self, dataset: &crate::catalog::Dataset, params: &[Param]) -> Option<u64> {
         let count = async {
-            let mut rows = dataset.source.rows(&dataset.count.sql, params);
-            match rows.next().await {
-                Some(Ok(row)) => match row.first() {
+            let _slot = self.preview_slot(dataset).await?;
+            let mut rows = crate::source::complete(dataset.source.batches_limited(
+                &dataset.count.sql,
+                params,
+                COUNT_TIMEOUT,
+            ));
+            let count = match rows.next().await {
+                Some(Ok(rows)) => match rows.first().and_then(|row| row.first()) {
                     Some(Value::Int(n)) => u64::try_from(*n).ok(),
                     _ => None,
                 },
                 _ => None,
-            }
+            };
+            // Only a count whose query ran to its end is a count.
+            rows.next().await.is_none().then_some(count).flatten()
         };
-        tokio::time::timeout(COUNT_TIMEOUT, count)
+        tokio::time::timeout(COUNT_TIMEOUT + CLIENT_SLACK, count)
             .await
             .ok()
             .flatten()
@@ -145,19 +185,44 @@ impl Service {
 
     pub async fn preview(&self, user: &str, req: &ExportRequest) -> Result<Preview, ApiError> {
         let (dataset, checked) = self.check_request(user, req)?;
+        let width = dataset.info.columns.len();
         let rows = async {
-            let mut stream = dataset.source.rows(&dataset.bound.sql, &checked.params);
+            let Some(_slot) = self.preview_slot(&dataset).await else {
+                return Err(ApiError::new(
+                    ErrorCode::Unavailable,
+                    "Previews of this dataset are busy right now; try again in a moment.",
+                ));
+            };
+            let mut stream = crate::source::complete(dataset.source.batches_limited(
+                &dataset.bound.sql,
+                &checked.params,
+                PREVIEW_TIMEOUT,
+            ));
             let mut rows = Vec::new();
             while rows.len() < PREVIEW_ROWS {
                 match stream.next().await {
-                    Some(Ok(row)) => rows.push(
-                        checked
-                            .column_positions
-                            .iter()
-                            .map(|&i| json_cell(row[i].clone()))
-                            .collect::<Vec<_>>(),
-                    ),
+                    Some(Ok(batch)) => {
+                        for row in batch.into_iter().take(PREVIEW_ROWS - rows.len()) {
+                            if row.len() != width {
+                                let failure =
+                                    export::width_changed(&dataset.info.id, width, row.len());
+                                return Err(ApiError::new(
+                                    ErrorCode::BadRequest,
+                                    failure.to_string(),
+                                ));
+                            }
+                            let mut row: Vec<Option<Value>> = row.into_iter().map(Some).collect();
+                            rows.push(
+                                checked
+                                    .column_positions
+                                    .iter()
+                                    .map(|&i| json_cell(row[i].take().unwrap_or(Value::Null)))
+                                    .collect::<Vec<_>>(),
+                            );
+                        }
+                    }
                     Some(Err(e)) => {
+                        tracing::warn!(dataset = %dataset.info.id, "preview failed: {}", e.message);
                         return Err(ApiError::new(
                             if e.kind == crate::source::SourceErrorKind::Unavailable {
                                 ErrorCode::Unavailable
@@ -165,7 +230,7 @@ impl Service {
                                 ErrorCode::BadRequest
                             },
                             e.message,
-                        ))
+                        ));
                     }
                     None => break,
                 }
@@ -173,7 +238,7 @@ impl Service {
             Ok(rows)
         };
         let (rows, estimated_rows) = tokio::join!(
-            tokio::time::timeout(Duration::from_secs(15), rows),
+            tokio::time::timeout(PREVIEW_TIMEOUT + CLIENT_SLACK, rows),
             self.estimate(&dataset, &checked.params)
         );
         let rows = rows.map_err(|_| {

@@ -119,12 +119,22 @@ impl Catalog {
 
     /// Builds the catalogue from TOML text; relative SQLite paths are resolved against `base`.
     pub async fn from_toml(text: &str, base: &Path) -> Result<Catalog, String> {
+        Self::from_toml_with_sources(text, base, Vec::new()).await
+    }
+
+    /// Like [`Catalog::from_toml`], with sources already opened that datasets may name besides
+    /// the file's own: how tests put a misbehaving database behind the real pipeline.
+    pub async fn from_toml_with_sources(
+        text: &str,
+        base: &Path,
+        opened: Vec<(String, Arc<dyn Source>)>,
+    ) -> Result<Catalog, String> {
         let spec: FileSpec =
             toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
         if spec.datasets.is_empty() {
             return Err("declares no datasets (add at least one [[datasets]] table)".into());
         }
-        let mut sources: HashMap<String, Arc<dyn Source>> = HashMap::new();
+        let mut sources: HashMap<String, Arc<dyn Source>> = opened.into_iter().collect();
         for (name, s) in &spec.sources {
             let options = SourceOptions {
                 max_connections: s.max_connections.unwrap_or(4).max(1),

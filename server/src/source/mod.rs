@@ -164,16 +164,58 @@ impl Default for SourceOptions {
 /// One result row, in the query's column order.
 pub type Row = Vec<Value>;
 
-/// A query's rows in batches, as the driver hands them over: never an empty batch, and an error
-/// is the last item.
-pub type BatchStream<'a> = BoxStream<'a, Result<Vec<Row>, SourceError>>;
+/// What a source stream yields, in order: batches of rows (never empty), then exactly one
+/// [`Chunk::End`] once the query has run to its end; or an error as the last item instead.
+///
+/// The end is explicit because a reader that dies (a panicking thread, a dropped task) closes
+/// its channel exactly as a finished one does: without the marker, a cut-off result would be
+/// indistinguishable from a complete one and a truncated file would be recorded as succeeded.
+#[derive(Debug)]
+pub enum Chunk {
+    Rows(Vec<Row>),
+    End,
+}
 
-/// A query's rows one at a time.
+/// A query's rows in batches, as the driver hands them over (see [`Chunk`]).
+pub type BatchStream<'a> = BoxStream<'a, Result<Chunk, SourceError>>;
+
+/// A query's rows one at a time; like [`complete`], it fails when the source stops without its
+/// end marker.
 pub type RowStream<'a> = BoxStream<'a, Result<Row, SourceError>>;
 
-/// What a reader on another thread or task hands over: batches, then possibly the error that
-/// ended the query.
-type Sent = Result<Vec<Row>, SourceError>;
+/// What a reader on another thread or task hands over: batches, then the end marker or the
+/// error that ended the query.
+type Sent = Result<Chunk, SourceError>;
+
+/// The error of a stream that stopped without its end marker.
+fn cut_off() -> SourceError {
+    // Most likely a dropped connection or a reader that died: worth another attempt, and the
+    // attempt limit ends it if it keeps happening.
+    SourceError {
+        kind: SourceErrorKind::Unavailable,
+        message: "The database connection stopped before the query finished; the rows read so far were discarded.".into(),
+    }
+}
+
+/// The batches of `stream`, ending (`None`) only after the source's end marker: a stream that
+/// stops without it yields an error as its last item. Anything after the end or an error is
+/// ignored.
+pub fn complete(stream: BatchStream<'_>) -> BoxStream<'_, Result<Vec<Row>, SourceError>> {
+    use futures::StreamExt;
+    futures::stream::unfold(Some(stream), |state| async move {
+        let mut stream = state?;
+        loop {
+            return match stream.next().await {
+                Some(Ok(Chunk::Rows(rows))) if rows.is_empty() => continue,
+                Some(Ok(Chunk::Rows(rows))) => Some((Ok(rows), Some(stream))),
+                Some(Ok(Chunk::End)) => None,
+                Some(Err(e)) => Some((Err(e), None)),
+                None => Some((Err(cut_off()), None)),
+            };
+        }
+    })
+    .boxed()
+}
 
 /// The batches from the receiver `start` yields; `start` runs when the stream is first polled,
 /// so nothing is read for a stream that is never used.
@@ -200,11 +242,22 @@ pub trait Source: Send + Sync + 'static {
     /// Streams the rows of `sql` with `params` bound in order, in batches (exports pass them on
     /// whole, so no per-row hand-over is paid twice).
     fn batches<'a>(&'a self, sql: &'a str, params: &'a [Param]) -> BatchStream<'a>;
-    /// The same rows one at a time (previews, counts).
+    /// Like [`Source::batches`], but the database itself stops the query after `timeout` (previews and counts).
+    fn batches_limited<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Param],
+        timeout: std::time::Duration,
+    ) -> BatchStream<'a> {
+        let _ = timeout;
+        self.batches(sql, params)
+    }
+    /// The same rows one at a time (previews, counts); fails if the source stops without its
+    /// end marker.
     fn rows<'a>(&'a self, sql: &'a str, params: &'a [Param]) -> RowStream<'a> {
         use futures::future::Either;
         use futures::StreamExt;
-        self.batches(sql, params)
+        complete(self.batches(sql, params))
             .flat_map(|batch| match batch {
                 Ok(rows) => Either::Left(futures::stream::iter(rows.into_iter().map(Ok))),
                 Err(e) => Either::Right(futures::stream::iter([Err(e)])),
@@ -265,4 +318,50 @@ pub(crate) fn parse_datetime_text(s: &str) -> Option<Value> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    fn rows(n: i64) -> Result<Chunk, SourceError> {
+        Ok(Chunk::Rows(vec![vec![Value::Int(n)]]))
+    }
+
+    async fn collect(items: Vec<Result<Chunk, SourceError>>) -> Vec<Result<usize, String>> {
+        complete(futures::stream::iter(items).boxed())
+            .map(|b| b.map(|rows| rows.len()).map_err(|e| e.message))
+            .collect()
+            .await
+    }
+
+    #[tokio::test]
+    async fn a_stream_is_complete_only_after_its_end_marker() {
+        assert_eq!(
+            collect(vec![rows(1), rows(2), Ok(Chunk::End)]).await,
+            [Ok(1), Ok(1)]
+        );
+        // What follows the end (or an error) is never passed on.
+        assert_eq!(
+            collect(vec![rows(1), Ok(Chunk::End), rows(2)]).await,
+            [Ok(1)]
+        );
+        let failed = collect(vec![rows(1), Err(SourceError::query("boom")), rows(2)]).await;
+        assert_eq!(failed, [Ok(1), Err("boom".to_string())]);
+    }
+
+    #[tokio::test]
+    async fn a_stream_that_stops_without_its_end_marker_is_a_failure() {
+        let cut = collect(vec![rows(1), rows(2)]).await;
+        assert_eq!(cut.len(), 3);
+        assert!(cut[2]
+            .as_ref()
+            .unwrap_err()
+            .contains("stopped before the query finished"));
+        assert!(collect(vec![]).await[0].is_err());
+        // Empty batches are skipped, never mistaken for the end.
+        let padded = collect(vec![Ok(Chunk::Rows(vec![])), rows(1), Ok(Chunk::End)]).await;
+        assert_eq!(padded, [Ok(1)]);
+    }
 }

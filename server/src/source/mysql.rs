@@ -1,7 +1,7 @@
 //! MySQL / MariaDB through sqlx. Rows are streamed from the server; each column's decoder is
 //! chosen once, from the first row's types.
 
-use super::{BatchStream, Param, Source, SourceColumn, SourceError, SourceOptions, Value};
+use super::{BatchStream, Chunk, Param, Source, SourceColumn, SourceError, SourceOptions, Value};
 use crate::catalog::sql::ParamStyle;
 use app::catalog::ColumnType;
 use async_trait::async_trait;
@@ -190,9 +190,23 @@ impl Source for MySqlSource {
                         }
                     }
                 }
-                let rows = (!rows.is_empty()).then_some(Ok(rows));
+                let rows = (!rows.is_empty()).then_some(Ok(Chunk::Rows(rows)));
                 futures::stream::iter(rows.into_iter().chain(failure.map(Err)))
             })
+            // The driver's stream ends after its last row or its first error; only the former
+            // is the end of the query.
+            .chain(futures::stream::once(async { Ok(Chunk::End) }))
+            .scan(false, |failed, item| {
+                let item = match item {
+                    Ok(Chunk::End) if *failed => None,
+                    other => {
+                        *failed |= other.is_err();
+                        Some(other)
+                    }
+                };
+                futures::future::ready(Some(item))
+            })
+            .filter_map(futures::future::ready)
             .boxed()
     }
 

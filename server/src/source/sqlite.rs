@@ -14,8 +14,8 @@
 //! declared type as a hint for dates and booleans.
 
 use super::{
-    datetime, BatchStream, Param, Row, Sent, Source, SourceColumn, SourceError, SourceErrorKind,
-    SourceOptions, Value,
+    datetime, BatchStream, Chunk, Param, Row, Sent, Source, SourceColumn, SourceError,
+    SourceErrorKind, SourceOptions, Value,
 };
 use crate::catalog::sql::ParamStyle;
 use app::catalog::ColumnType;
@@ -257,13 +257,16 @@ fn produce(
         }
         if batch.len() == BATCH_ROWS {
             let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_ROWS));
-            if tx.blocking_send(Ok(full)).is_err() {
+            if tx.blocking_send(Ok(Chunk::Rows(full))).is_err() {
                 return Ok(());
             }
         }
     };
     if !batch.is_empty() {
-        let _ = tx.blocking_send(Ok(batch));
+        let _ = tx.blocking_send(Ok(Chunk::Rows(batch)));
+    }
+    if ended.is_ok() {
+        let _ = tx.blocking_send(Ok(Chunk::End));
     }
     ended
 }
@@ -291,8 +294,25 @@ impl Source for SqliteSource {
     }
 
     fn batches<'a>(&'a self, sql: &'a str, params: &'a [Param]) -> BatchStream<'a> {
+        self.batches_limited(sql, params, self.options.statement_timeout)
+    }
+
+    /// SQLite runs in this process: the progress handler interrupts the statement at
+    /// `timeout`, which stops it as surely as a server-side timeout would.
+    fn batches_limited<'a>(
+        &'a self,
+        sql: &'a str,
+        params: &'a [Param],
+        timeout: std::time::Duration,
+    ) -> BatchStream<'a> {
         let (sql, params) = (sql.to_string(), params.to_vec());
-        let (name, path, options) = (self.name.clone(), self.path.clone(), self.options.clone());
+        let (name, path) = (self.name.clone(), self.path.clone());
+        let mut options = self.options.clone();
+        if !timeout.is_zero()
+            && (options.statement_timeout.is_zero() || timeout < options.statement_timeout)
+        {
+            options.statement_timeout = timeout;
+        }
         super::batched(async move {
             let (tx, rx) = mpsc::channel::<Sent>(4);
             match self.slot().await {

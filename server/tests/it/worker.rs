@@ -144,6 +144,7 @@ impl Harness {
             },
             wake,
             worker: Some(worker.clone()),
+            preview_slots: Default::default(),
         };
         Harness {
             service,

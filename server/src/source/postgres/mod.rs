@@ -5,7 +5,9 @@
 mod binary;
 mod copy;
 
-use super::{BatchStream, Param, Row, Sent, Source, SourceColumn, SourceError, SourceOptions};
+use super::{
+    BatchStream, Chunk, Param, Row, Sent, Source, SourceColumn, SourceError, SourceOptions,
+};
 use crate::catalog::sql::ParamStyle;
 use async_trait::async_trait;
 use binary::{column_type, kind};
@@ -75,12 +77,14 @@ async fn read(pool: &PgPool, name: &str, sql: &str, statement: &str, tx: &mpsc::
         }
         Err(e) => Err(SourceError::from_sqlx(name, e)),
     };
-    if !batch.is_empty() && tx.send(Ok(batch)).await.is_err() {
+    if !batch.is_empty() && tx.send(Ok(Chunk::Rows(batch))).await.is_err() {
         return;
     }
-    if let Err(e) = outcome {
-        let _ = tx.send(Err(e)).await;
-    }
+    let _ = match outcome {
+        Ok(true) => tx.send(Ok(Chunk::End)).await,
+        Ok(false) => Ok(()),
+        Err(e) => tx.send(Err(e)).await,
+    };
 }
 
 /// Reads the `COPY` into `batch`, handing full batches to `tx`; what is left in `batch` at the
@@ -106,7 +110,12 @@ async fn copy_rows(
         .collect();
     let mut reader = copy::CopyReader::new(columns);
     let mut copy = conn.copy_out_raw(statement).await.map_err(fail)?;
-    let take = |batch: &mut Vec<Row>| Ok(std::mem::replace(batch, Vec::with_capacity(BATCH_ROWS)));
+    let take = |batch: &mut Vec<Row>| {
+        Ok(Chunk::Rows(std::mem::replace(
+            batch,
+            Vec::with_capacity(BATCH_ROWS),
+        )))
+    };
     let mut waiting_since = None;
     loop {
         let message = match copy.next().now_or_never() {
