@@ -172,7 +172,13 @@ impl SourceError {
                 };
                 let shown = number.map_or(code.clone(), |n| n.to_string());
                 match number.map_or_else(|| postgres_class(&code), mysql_class) {
-                    Class::Transient => unavailable(detail),
+                    Class::Transient => error(
+                        SourceErrorKind::Unavailable,
+                        format!(
+                            "The database `{source}` could not complete the query right now (error {shown})."
+                        ),
+                        detail,
+                    ),
                     Class::TimedOut => error(
                         SourceErrorKind::Query,
                         format!(
@@ -376,4 +382,41 @@ pub(crate) fn parse_datetime_text(s: &str) -> Option<Value> {
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mysql_errors_are_classified_by_their_number_not_their_sqlstate() {
+        for transient in [1205, 1213, 2006, 2013, 1040, 1053, 1927] {
+            assert_eq!(mysql_class(transient), Class::Transient, "{transient}");
+        }
+        assert_eq!(mysql_class(1969), Class::TimedOut);
+        assert_eq!(mysql_class(3024), Class::TimedOut);
+        // Unknown table, syntax error, access denied.
+        for permanent in [1146, 1064, 1045] {
+            assert_eq!(mysql_class(permanent), Class::Rejected, "{permanent}");
+        }
+    }
+
+    #[test]
+    fn postgres_errors_are_classified_by_their_sqlstate() {
+        for transient in ["08006", "57P01", "40001", "40P01", "53300"] {
+            assert_eq!(postgres_class(transient), Class::Transient, "{transient}");
+        }
+        assert_eq!(postgres_class("57014"), Class::TimedOut);
+        for permanent in ["42P01", "42601", "22012", ""] {
+            assert_eq!(postgres_class(permanent), Class::Rejected, "{permanent}");
+        }
+    }
+
+    #[test]
+    fn a_count_survives_a_trailing_line_comment() {
+        assert_eq!(
+            count_sql("SELECT 1 -- the end;"),
+            "SELECT COUNT(*) FROM (SELECT 1 -- the end\n) AS exportal_count"
+        );
+    }
 }

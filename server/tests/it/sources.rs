@@ -658,3 +658,187 @@ async fn an_abandoned_postgres_query_stops_on_the_server_and_frees_its_connectio
     }
     assert!(gone, "the server stopped the abandoned query");
 }
+
+/// Previews and counts: the database itself stops the query at the given limit (a statement
+/// timeout local to the query's transaction), and the backend does not stay behind.
+#[tokio::test]
+async fn a_limited_postgres_query_is_stopped_by_the_server_and_its_backend_ends() {
+    use futures::TryStreamExt;
+    use server::source::{Param, SourceErrorKind, Value as V};
+    let url = service_url("EXPORTAL_TEST_POSTGRES_URL");
+    let watcher = sqlx::PgPool::connect(&url).await.unwrap();
+    let marker = uuid::Uuid::new_v4().simple().to_string();
+    // No pool-wide limit, one connection: only the per-query limit can stop it, and the pool
+    // must be usable afterwards.
+    let source = postgres_source(1, std::time::Duration::ZERO).await;
+    let sql = format!("SELECT '{marker}' AS marker, $1::int8 AS n FROM pg_sleep(30)");
+    let started = std::time::Instant::now();
+    let e = source
+        .batches_limited(
+            &sql,
+            &[Param::Int(1)],
+            std::time::Duration::from_millis(300),
+        )
+        .try_collect::<Vec<_>>()
+        .await
+        .expect_err("stopped by the server");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "hang guard"
+    );
+    assert_eq!(
+        e.message,
+        "The query on `pg` ran longer than its statement timeout and was stopped."
+    );
+    assert_eq!(e.kind, SourceErrorKind::Query);
+    assert!(e.detail.contains("57014"), "{e:?}");
+    let mut gone = false;
+    for _ in 0..100 {
+        let left: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(format!("%{marker}%"))
+        .fetch_one(&watcher)
+        .await
+        .unwrap();
+        if left == 0 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(gone, "the backend that ran the query is gone");
+
+    // A query within its limit runs as usual, its values bound, and the limit does not stay
+    // on the connection for the next query.
+    let rows = source
+        .batches_limited(
+            "SELECT $1::int8 + 1",
+            &[Param::Int(41)],
+            std::time::Duration::from_secs(5),
+        )
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+    assert_eq!(rows.concat(), vec![vec![V::Int(42)]]);
+    let slow = first_column(source.as_ref(), "SELECT 1 FROM pg_sleep(0.5)", &[]).await;
+    assert_eq!(slow.unwrap(), vec![V::Int(1)]);
+    let left: String = {
+        let mut rows = source.rows("SELECT current_setting('statement_timeout')", &[]);
+        use futures::StreamExt;
+        match rows.next().await.unwrap().unwrap().remove(0) {
+            V::Text(t) => t,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(left, "0", "the pool's own limit is back");
+}
+
+async fn mariadb_source(max_connections: u32) -> Arc<dyn server::source::Source> {
+    let options = server::source::SourceOptions {
+        max_connections,
+        connect_timeout: std::time::Duration::from_secs(5),
+        statement_timeout: std::time::Duration::ZERO,
+    };
+    let url = service_url("EXPORTAL_TEST_MYSQL_URL");
+    server::source::connect("maria", &url, &options)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_limited_mariadb_query_is_stopped_by_the_server() {
+    use futures::TryStreamExt;
+    use server::source::{Param, SourceErrorKind, Value as V};
+    let url = service_url("EXPORTAL_TEST_MYSQL_URL");
+    let watcher = sqlx::MySqlPool::connect(&url).await.unwrap();
+    let marker = uuid::Uuid::new_v4().simple().to_string();
+    let source = mariadb_source(1).await;
+    let sql = format!("SELECT SLEEP(30) AS s, '{marker}' AS marker, ? AS n");
+    let started = std::time::Instant::now();
+    let e = source
+        .batches_limited(
+            &sql,
+            &[Param::Int(1)],
+            std::time::Duration::from_millis(300),
+        )
+        .try_collect::<Vec<_>>()
+        .await
+        .expect_err("stopped by the server");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "hang guard"
+    );
+    assert_eq!(
+        e.message,
+        "The query on `maria` ran longer than its statement timeout and was stopped."
+    );
+    assert_eq!(e.kind, SourceErrorKind::Query);
+    assert!(e.detail.contains("1969"), "{e:?}");
+    let running: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE ? AND ID <> CONNECTION_ID()",
+    )
+    .bind(format!("%{marker}%"))
+    .fetch_one(&watcher)
+    .await
+    .unwrap();
+    assert_eq!(running, 0, "the statement no longer runs");
+
+    let rows = source
+        .batches_limited(
+            "SELECT ? + 1 AS n",
+            &[Param::Int(41)],
+            std::time::Duration::from_secs(5),
+        )
+        .try_collect::<Vec<_>>()
+        .await
+        .unwrap();
+    assert_eq!(rows.concat(), vec![vec![V::Int(42)]]);
+    // The limit was for that statement only.
+    let mut rows = source.rows("SELECT SLEEP(0.5) AS s", &[]);
+    use futures::StreamExt;
+    assert_eq!(rows.next().await.unwrap().unwrap(), vec![V::Int(0)]);
+}
+
+/// 1205 (lock wait timeout) is a transient error, to be retried, though its SQLSTATE (HY000)
+/// says nothing: MySQL errors are classified by number.
+#[tokio::test]
+async fn a_mariadb_lock_wait_timeout_is_worth_a_retry() {
+    use futures::TryStreamExt;
+    use server::source::{Param, SourceErrorKind};
+    let url = service_url("EXPORTAL_TEST_MYSQL_URL");
+    let pool = sqlx::MySqlPool::connect(&url).await.unwrap();
+    let table = table_name();
+    pool.execute(format!("CREATE TABLE {table} (id INT PRIMARY KEY) ENGINE=InnoDB").as_str())
+        .await
+        .unwrap();
+    pool.execute(format!("INSERT INTO {table} VALUES (1)").as_str())
+        .await
+        .unwrap();
+    let mut holder = pool.acquire().await.unwrap();
+    holder.execute("BEGIN").await.unwrap();
+    holder
+        .execute(format!("SELECT id FROM {table} WHERE id = 1 FOR UPDATE").as_str())
+        .await
+        .unwrap();
+    let source = mariadb_source(1).await;
+    let sql = format!(
+        "SET STATEMENT innodb_lock_wait_timeout = 1 FOR SELECT id FROM {table} WHERE id = ? FOR UPDATE"
+    );
+    let e = source
+        .batches(&sql, &[Param::Int(1)])
+        .try_collect::<Vec<_>>()
+        .await
+        .expect_err("the row is locked");
+    assert_eq!(e.kind, SourceErrorKind::Unavailable, "{e:?}");
+    assert_eq!(
+        e.message,
+        "The database `maria` could not complete the query right now (error 1205)."
+    );
+    assert!(e.detail.contains("Lock wait timeout"), "{e:?}");
+    holder.execute("ROLLBACK").await.unwrap();
+    drop(holder);
+    pool.execute(format!("DROP TABLE {table}").as_str())
+        .await
+        .unwrap();
+}
