@@ -397,6 +397,15 @@ fn scan<'a>(
                         ),
                     ));
                 }
+                // `:a:b` is no SQL, and once `:a` were a `?`, `:b` would read as a second
+                // placeholder.
+                if bytes.get(end) == Some(&b':') && bytes.get(end + 1) != Some(&b':') {
+                    return Err(SqlError::at(
+                        sql,
+                        end,
+                        format!("the placeholder `:{name}` is directly followed by `:`"),
+                    ));
+                }
                 emit(Piece::Text(&sql[text_start..i]))?;
                 emit(Piece::Param(name))?;
                 text_start = end;
@@ -643,5 +652,7 @@ mod tests {
         assert!(names("SELECT a:b FROM t", PG).is_empty());
         assert_eq!(names(":first, :second_2", PG), ["first", "second_2"]);
         assert!(error("SELECT :naïve", PG).contains("not a placeholder name"));
+        assert!(error("SELECT :a:b", MY).contains("directly followed by `:`"));
+        assert_eq!(names("SELECT :a::text", PG), ["a"]);
     }
 }

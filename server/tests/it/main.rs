@@ -11,6 +11,7 @@ mod http;
 mod injection;
 mod process;
 mod queue;
+mod scanner;
 mod sources;
 mod support;
 mod worker;
