@@ -354,6 +354,17 @@ pub async fn connect(
     }
 }
 
+/// The `COPY` statement the PostgreSQL source runs for `sql` (in `$n` style) with `params`,
+/// given the type names PostgreSQL inferred for the `$n`: public so that a test can show the
+/// plan PostgreSQL makes for it (each value read once, in an InitPlan).
+pub fn postgres_copy_statement(
+    sql: &str,
+    params: &[Param],
+    inferred: &[String],
+) -> Result<String, SourceError> {
+    postgres::copy_statement(sql, params, inferred)
+}
+
 /// `SELECT COUNT(*)` around a query, for the estimate shown before an export.
 pub fn count_sql(sql: &str) -> String {
     // The line break ends a trailing `--` comment in the operator's SQL.

@@ -216,9 +216,8 @@ async fn postgres_values_never_become_sql() {
     attack(&catalog, "nested", false, &pwned, &secrets).await;
     attack(&catalog, "tricky", false, &pwned, &secrets).await;
 
-    // Where the scanner and the server would read the SQL differently, the server's own count
-    // of parameters refuses the dataset: with standard_conforming_strings off, `'\' , :x -- '`
-    // is one literal to the server.
+    // With standard_conforming_strings off, PostgreSQL would end `'\'` elsewhere than the
+    // scanner: such a source is refused.
     let nonstandard = format!(
         "{url}?options=-c%20standard_conforming_strings%3Doff%20-c%20escape_string_warning%3Doff"
     );
@@ -230,9 +229,7 @@ async fn postgres_values_never_become_sql() {
     )
     .await;
     assert!(
-        e.contains("dataset `lenient`")
-            && e.contains("the database counts 0 parameter(s)")
-            && e.contains("found 1 placeholder slot(s)"),
+        e.contains("source `db`") && e.contains("standard_conforming_strings is `off`"),
         "{e}"
     );
 

@@ -842,3 +842,58 @@ async fn a_mariadb_lock_wait_timeout_is_worth_a_retry() {
         .await
         .unwrap();
 }
+
+/// The COPY reads each bound value through a scalar subquery: PostgreSQL plans it as an
+/// InitPlan, evaluated once per query, so the filter compares with a constant and the bulk
+/// path keeps its speed.
+#[tokio::test]
+async fn postgres_reads_each_bound_value_once_per_query() {
+    use server::source::Param;
+    let url = service_url("EXPORTAL_TEST_POSTGRES_URL");
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let table = table_name();
+    pool.execute(
+        format!(
+            "CREATE TABLE {table} AS SELECT g::int8 AS n, md5(g::text) AS t FROM generate_series(1, 1000) g"
+        )
+        .as_str(),
+    )
+    .await
+    .unwrap();
+    let statement = server::source::postgres_copy_statement(
+        &format!("SELECT n, t FROM {table} WHERE n >= $1 AND t <> $2 AND ($3 IS NULL OR t = $3)"),
+        &[Param::Int(500), Param::Text("x".into()), Param::Null],
+        &["bigint".into(), "text".into(), "text".into()],
+    )
+    .unwrap();
+    let query = statement
+        .strip_prefix("COPY (")
+        .and_then(|q| q.strip_suffix("\n) TO STDOUT (FORMAT binary)"))
+        .expect("a COPY of a query");
+    let mut conn = pool.acquire().await.unwrap();
+    conn.execute("BEGIN").await.unwrap();
+    sqlx::query("SELECT set_config('exportal.p1', $1, true), set_config('exportal.p2', $2, true)")
+        .bind("500")
+        .bind("x")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let plan: Vec<String> =
+        sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) {query}"))
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+    let plan = plan.join("\n");
+    assert_eq!(plan.matches("InitPlan").count(), 2, "{plan}");
+    let filter = plan
+        .lines()
+        .find(|l| l.trim_start().starts_with("Filter:"))
+        .unwrap_or_else(|| panic!("{plan}"));
+    assert!(!filter.contains("current_setting"), "per row: {plan}");
+    assert!(plan.contains("actual rows=501 loops=1"), "{plan}");
+    conn.execute("ROLLBACK").await.unwrap();
+    drop(conn);
+    pool.execute(format!("DROP TABLE {table}").as_str())
+        .await
+        .unwrap();
+}

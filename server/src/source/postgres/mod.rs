@@ -56,6 +56,20 @@ impl PgSource {
             .connect_with(connect)
             .await
             .map_err(|e| SourceError::from_sqlx(name, e))?;
+        // The placeholder scanner reads `'…'` as PostgreSQL does with standard strings (the
+        // default since 9.1): with them off, a backslash would end a literal elsewhere.
+        let standard: String =
+            sqlx::query_scalar("SELECT current_setting('standard_conforming_strings')")
+                .fetch_one(&pool)
+                .await
+                .map_err(|e| SourceError::from_sqlx(name, e))?;
+        if standard != "on" {
+            return Err(SourceError::query(format!(
+                "source `{name}`: standard_conforming_strings is `{standard}`; Exportal reads \
+                 the datasets' SQL as PostgreSQL does with it `on` (the default): turn it on \
+                 for the connecting role or database"
+            )));
+        }
         Ok(Self {
             name: name.to_string(),
             pool,
@@ -227,6 +241,16 @@ async fn bind_settings(
     }
     let row = q.fetch_one(&mut *conn).await?;
     (first_type..row.len()).map(|i| row.try_get(i)).collect()
+}
+
+/// The `COPY` statement the source runs for `sql` (in `$n` style) and `params`, given the names
+/// of the types PostgreSQL inferred for the `$n`.
+pub fn copy_statement(
+    sql: &str,
+    params: &[Param],
+    inferred: &[String],
+) -> Result<String, SourceError> {
+    copy::statement(sql, params, inferred)
 }
 
 impl PgSource {
