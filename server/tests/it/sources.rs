@@ -315,6 +315,9 @@ async fn datasets_file_mistakes_name_the_dataset_and_key() {
         ("[[datasets]]\nid = \"a\"\ntitle = \"T\"\nsource = \"s\"\nsql = \"SELECT id FROM t WHERE id = :k\"\n[[datasets.params]]\nname = \"k\"\ntype = \"enum\"\n", "param `k`: an enum needs `values"),
         ("[[datasets]]\nid = \"a\"\ntitle = \"T\"\nsource = \"s\"\nsql = \"SELECT id FROM t WHERE owner = :user\"\n[[datasets.params]]\nname = \"user\"\ntype = \"string\"\n", "reserved"),
         ("[[datasets]]\nid = \"a\"\ntitle = \"T\"\nsource = \"s\"\nsql = \"SELECT id FROM t\"\ncolour = 1\n", "unknown field `colour`"),
+        ("[[datasets]]\nid = \"a\"\ntitle = \"T\"\nsource = \"s\"\nsql = \"SELECT id FROM t WHERE owner = 'x :user\"\n", "dataset `a`: key `sql`: an unterminated string literal (at line 1, column 32)"),
+        ("[[datasets]]\nid = \"a\"\ntitle = \"T\"\nsource = \"s\"\nsql = \"SELECT id FROM t /* :user\"\n", "dataset `a`: key `sql`: an unterminated /* comment"),
+        ("[[datasets]]\nid = \"a\"\ntitle = \"T\"\nsource = \"s\"\nsql = \"SELECT id FROM t WHERE owner = ?\"\n", "dataset `a`: key `sql`: the SQL has a positional parameter `?`"),
     ];
     for (dataset, expected) in cases {
         let e = Catalog::from_toml(&format!("{base}{dataset}"), dir.path())
