@@ -900,3 +900,44 @@ async fn postgres_reads_each_bound_value_once_per_query() {
         .await
         .unwrap();
 }
+
+/// Text and NULL take the type PostgreSQL inferred for the parameter, named by PostgreSQL
+/// itself: an enum in another schema, with a name that needs quoting, works.
+#[tokio::test]
+async fn postgres_text_takes_the_inferred_type_even_one_whose_name_needs_quoting() {
+    use server::source::{Param, Value as V};
+    let url = service_url("EXPORTAL_TEST_POSTGRES_URL");
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let schema = format!("S {}", uuid::Uuid::new_v4().simple());
+    pool.execute(
+        format!(
+            "CREATE SCHEMA \"{schema}\";
+             CREATE TYPE \"{schema}\".\"Mood\" AS ENUM ('ok', 'sad');
+             CREATE TABLE \"{schema}\".t (id INT, m \"{schema}\".\"Mood\");
+             INSERT INTO \"{schema}\".t VALUES (1, 'ok'), (2, 'sad'), (3, NULL)"
+        )
+        .as_str(),
+    )
+    .await
+    .unwrap();
+    let source = postgres_source(1, std::time::Duration::from_secs(30)).await;
+    let sql = format!("SELECT id FROM \"{schema}\".t WHERE (m = $1 OR $1 IS NULL) ORDER BY id");
+    for (param, want) in [
+        (Param::Text("sad".into()), vec![2]),
+        (Param::Null, vec![1, 2, 3]),
+    ] {
+        let got = first_column(source.as_ref(), &sql, std::slice::from_ref(&param))
+            .await
+            .unwrap();
+        let want: Vec<V> = want.into_iter().map(V::Int).collect();
+        assert_eq!(got, want, "{param:?}");
+    }
+    // A value the type does not accept is the database's refusal, not SQL.
+    let e = first_column(source.as_ref(), &sql, &[Param::Text("ok') OR (1=1".into())])
+        .await
+        .unwrap_err();
+    assert!(e.detail.contains("invalid input value for enum"), "{e:?}");
+    pool.execute(format!("DROP SCHEMA \"{schema}\" CASCADE").as_str())
+        .await
+        .unwrap();
+}
