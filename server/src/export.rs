@@ -280,18 +280,16 @@ async fn read_rows(
             next = batches.next() => next,
         };
         let Some(batch) = next else { break };
-        let batch = batch.map_err(|e| {
-            tracing::warn!(kind = ?e.kind, "the source failed: {}", e.message);
-            match e.kind {
-                SourceErrorKind::Unavailable => ExportFailure::Transient {
-                    code: "source_unavailable",
-                    message: e.message,
-                },
-                SourceErrorKind::Query => ExportFailure::Permanent {
-                    code: "query_failed",
-                    message: e.message,
-                },
-            }
+        // The driver's full text (`detail`) was logged where the error arose, on this span.
+        let batch = batch.map_err(|e| match e.kind {
+            SourceErrorKind::Unavailable => ExportFailure::Transient {
+                code: "source_unavailable",
+                message: e.message,
+            },
+            SourceErrorKind::Query => ExportFailure::Permanent {
+                code: "query_failed",
+                message: e.message,
+            },
         })?;
         // The positions below index the columns described at start-up; a schema that changed
         // since must fail the job, not panic on a short row or shift values between columns.

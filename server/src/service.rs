@@ -222,7 +222,6 @@ impl Service {
                         }
                     }
                     Some(Err(e)) => {
-                        tracing::warn!(dataset = %dataset.info.id, "preview failed: {}", e.message);
                         return Err(ApiError::new(
                             if e.kind == crate::source::SourceErrorKind::Unavailable {
                                 ErrorCode::Unavailable

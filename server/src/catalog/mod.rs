@@ -1,8 +1,8 @@
 //! The catalogue of datasets an operator declares (`EXPORTAL_DATASETS`, a TOML file), checked
 //! once at start-up, and the checking of what a user asks of a dataset.
 //!
-//! Users never write SQL: they pick a dataset, give values for its declared parameters (bound,
-//! or escaped literals where the driver cannot bind: see `catalog::sql`) and choose among the
+//! Users never write SQL: they pick a dataset, give values for its declared parameters (always
+//! bound, never written into SQL text: see `catalog::sql`) and choose among the
 //! columns the query was found to return.
 
 pub mod demo;
@@ -283,7 +283,8 @@ async fn build_dataset(
         }
         params.push(info);
     }
-    let names = sql::placeholder_names(&d.sql);
+    let dialect = source.dialect();
+    let names = sql::placeholder_names(&d.sql, dialect).map_err(|e| format!("key `sql`: {e}"))?;
     for n in &names {
         if n != USER_PLACEHOLDER && !params.iter().any(|p| &p.name == n) {
             return Err(format!(
@@ -299,12 +300,26 @@ async fn build_dataset(
             ));
         }
     }
-    let bound = sql::bind(&d.sql, source.style());
-    let count = sql::bind(&source::count_sql(&d.sql), source.style());
-    let columns = source
+    let bound = sql::bind(&d.sql, dialect).map_err(|e| format!("key `sql`: {e}"))?;
+    let count =
+        sql::bind(&source::count_sql(&d.sql), dialect).map_err(|e| format!("key `sql`: {e}"))?;
+    let described = source
         .describe(&bound.sql)
         .await
-        .map_err(|e| format!("key `sql`: {e}"))?;
+        .map_err(|e| format!("key `sql`: {}", e.full()))?;
+    // The second lock: had the scanner read a literal or a comment differently from the
+    // database, the two would count the parameters differently, and a value could land where
+    // the operator did not mean it to.
+    if described.parameters != bound.slots.len() {
+        return Err(format!(
+            "key `sql`: the database counts {} parameter(s) in the query but Exportal's reading of \
+             the SQL found {} placeholder slot(s); check the quotes and comments around the \
+             placeholders",
+            described.parameters,
+            bound.slots.len()
+        ));
+    }
+    let columns = described.columns;
     if columns.is_empty() {
         return Err("key `sql`: the query returns no columns".into());
     }

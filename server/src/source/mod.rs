@@ -52,7 +52,7 @@ mod pooled;
 mod postgres;
 mod sqlite;
 
-use crate::catalog::sql::ParamStyle;
+use crate::catalog::sql::Dialect;
 use app::catalog::ColumnType;
 use async_trait::async_trait;
 use futures::stream::BoxStream;
@@ -71,6 +71,14 @@ pub enum Param {
     DateTime(NaiveDateTime),
 }
 
+/// What describing a statement tells: its columns, and how many parameters the database
+/// itself counts in it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Described {
+    pub columns: Vec<SourceColumn>,
+    pub parameters: usize,
+}
+
 /// A column as the source describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceColumn {
@@ -87,12 +95,16 @@ pub enum SourceErrorKind {
     Query,
 }
 
-/// A source failure, worded for the person who asked for the export.
+/// A source failure: a short, stable `message` for the person who asked for the export (it
+/// never carries the database's own text, which may show table names, values or the server's
+/// version), and the driver's full text in `detail`, for the operator's log.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct SourceError {
     pub kind: SourceErrorKind,
     pub message: String,
+    /// The driver's text, for the log only (empty when `message` says it all).
+    pub detail: String,
 }
 
 impl SourceError {
@@ -100,16 +112,38 @@ impl SourceError {
         Self {
             kind: SourceErrorKind::Query,
             message: message.into(),
+            detail: String::new(),
+        }
+    }
+
+    /// `message`, and the detail after it when there is one: for the operator (start-up errors).
+    pub fn full(&self) -> String {
+        if self.detail.is_empty() {
+            self.message.clone()
+        } else {
+            format!("{} ({})", self.message, self.detail)
         }
     }
 
     /// Classifies a driver error; `source` names the source in the message (never its URL,
-    /// which may carry a password).
+    /// which may carry a password). The driver's text is logged here, once, as a warning with
+    /// the source's name (the caller's span adds the job), and kept in `detail`.
     pub fn from_sqlx(source: &str, e: sqlx::Error) -> Self {
         use sqlx::Error as E;
-        let unavailable = |what: String| Self {
-            kind: SourceErrorKind::Unavailable,
-            message: format!("The database `{source}` is not reachable right now ({what})."),
+        let error = |kind, message: String, detail: String| {
+            tracing::warn!(source, detail = %detail, "{message}");
+            Self {
+                kind,
+                message,
+                detail,
+            }
+        };
+        let unavailable = |detail: String| {
+            error(
+                SourceErrorKind::Unavailable,
+                format!("The database `{source}` is not reachable right now."),
+                detail,
+            )
         };
         match e {
             E::Io(e) => unavailable(e.to_string()),
@@ -119,26 +153,97 @@ impl SourceError {
             E::Protocol(p) => unavailable(format!("protocol error: {p}")),
             E::Database(db) => {
                 let code = db.code().map(|c| c.to_string()).unwrap_or_default();
-                // PostgreSQL connection (08…), shutdown (57P0x) and serialisation (40…)
-                // classes, and MySQL's lost-connection/lock-wait errors, are worth a retry.
-                let transient = code.starts_with("08")
-                    || code.starts_with("57P0")
-                    || code.starts_with("40")
-                    || matches!(code.as_str(), "1205" | "1213" | "2006" | "2013" | "HY000" if db.message().contains("connection"));
-                if transient {
-                    unavailable(db.message().to_string())
-                } else {
-                    Self::query(format!(
-                        "The database `{source}` rejected the query: {}",
-                        db.message()
-                    ))
+                let number = db
+                    .try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>()
+                    .map(|m| m.number());
+                let detail = match db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                    Some(pg) => {
+                        let mut text = format!("{code}: {}", pg.message());
+                        for extra in [pg.detail(), pg.hint()].into_iter().flatten() {
+                            text.push_str("; ");
+                            text.push_str(extra);
+                        }
+                        text
+                    }
+                    None => match number {
+                        Some(n) => format!("{n} ({code}): {}", db.message()),
+                        None => format!("{code}: {}", db.message()),
+                    },
+                };
+                let shown = number.map_or(code.clone(), |n| n.to_string());
+                match number.map_or_else(|| postgres_class(&code), mysql_class) {
+                    Class::Transient => error(
+                        SourceErrorKind::Unavailable,
+                        format!(
+                            "The database `{source}` could not complete the query right now (error {shown})."
+                        ),
+                        detail,
+                    ),
+                    Class::TimedOut => error(
+                        SourceErrorKind::Query,
+                        format!(
+                            "The query on `{source}` ran longer than its statement timeout and was stopped."
+                        ),
+                        detail,
+                    ),
+                    Class::Rejected => error(
+                        SourceErrorKind::Query,
+                        format!("The database `{source}` rejected the query (error {shown})."),
+                        detail,
+                    ),
                 }
             }
-            E::ColumnDecode { index, source: e } => {
-                Self::query(format!("A value in column {index} could not be read: {e}"))
-            }
-            other => Self::query(format!("The database `{source}` failed: {other}")),
+            E::ColumnDecode { index, source: e } => error(
+                SourceErrorKind::Query,
+                format!("A value in column {index} could not be read."),
+                e.to_string(),
+            ),
+            other => error(
+                SourceErrorKind::Query,
+                format!("The database `{source}` failed."),
+                other.to_string(),
+            ),
         }
+    }
+}
+
+/// What a database error means for the export.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// Worth a retry: the connection, the server or a lock failed, not the query.
+    Transient,
+    /// Stopped by a statement timeout.
+    TimedOut,
+    /// The query itself is wrong for the database: retrying will not help.
+    Rejected,
+}
+
+/// PostgreSQL, by SQLSTATE: the connection (08…), shutdown (57P0x), serialisation and deadlock
+/// (40…) and too-many-connections (53300) classes are transient; 57014 is a statement timeout
+/// (or a cancel, which Exportal only sends for timeouts).
+pub fn postgres_class(sqlstate: &str) -> Class {
+    if sqlstate == "57014" {
+        Class::TimedOut
+    } else if sqlstate.starts_with("08")
+        || sqlstate.starts_with("57P0")
+        || sqlstate.starts_with("40")
+        || sqlstate == "53300"
+    {
+        Class::Transient
+    } else {
+        Class::Rejected
+    }
+}
+
+/// MySQL/MariaDB, by error number (their SQLSTATEs are too coarse: most are HY000).
+pub fn mysql_class(number: u16) -> Class {
+    match number {
+        // Lock wait timeout, deadlock, server gone away, lost connection; too many
+        // connections, server shutdown, connection killed (MariaDB).
+        1205 | 1213 | 2006 | 2013 | 1040 | 1053 | 1927 => Class::Transient,
+        // MariaDB's max_statement_time, MySQL's max_execution_time.
+        1969 | 3024 => Class::TimedOut,
+        _ => Class::Rejected,
     }
 }
 
@@ -194,6 +299,7 @@ fn cut_off() -> SourceError {
     SourceError {
         kind: SourceErrorKind::Unavailable,
         message: "The database connection stopped before the query finished; the rows read so far were discarded.".into(),
+        detail: String::new(),
     }
 }
 
@@ -235,10 +341,11 @@ fn batched<'a>(
 /// A database that datasets read from.
 #[async_trait]
 pub trait Source: Send + Sync + 'static {
-    /// How this driver writes positional parameters.
-    fn style(&self) -> ParamStyle;
-    /// The columns `sql` (already in this driver's parameter style) returns, without running it.
-    async fn describe(&self, sql: &str) -> Result<Vec<SourceColumn>, SourceError>;
+    /// How this database reads SQL (and so how it writes positional parameters).
+    fn dialect(&self) -> Dialect;
+    /// The columns and the parameter count of `sql` (already in this driver's parameter
+    /// style), without running it.
+    async fn describe(&self, sql: &str) -> Result<Described, SourceError>;
     /// Streams the rows of `sql` with `params` bound in order, in batches (exports pass them on
     /// whole, so no per-row hand-over is paid twice).
     fn batches<'a>(&'a self, sql: &'a str, params: &'a [Param]) -> BatchStream<'a>;
@@ -291,10 +398,22 @@ pub async fn connect(
     }
 }
 
+/// The `COPY` statement the PostgreSQL source runs for `sql` (in `$n` style) with `params`,
+/// given the type names PostgreSQL inferred for the `$n`: public so that a test can show the
+/// plan PostgreSQL makes for it (each value read once, in an InitPlan).
+pub fn postgres_copy_statement(
+    sql: &str,
+    params: &[Param],
+    inferred: &[String],
+) -> Result<String, SourceError> {
+    postgres::copy_statement(sql, params, inferred)
+}
+
 /// `SELECT COUNT(*)` around a query, for the estimate shown before an export.
 pub fn count_sql(sql: &str) -> String {
+    // The line break ends a trailing `--` comment in the operator's SQL.
     format!(
-        "SELECT COUNT(*) FROM ({}) AS exportal_count",
+        "SELECT COUNT(*) FROM ({}\n) AS exportal_count",
         sql.trim().trim_end_matches(';')
     )
 }
@@ -363,5 +482,37 @@ mod tests {
         // Empty batches are skipped, never mistaken for the end.
         let padded = collect(vec![Ok(Chunk::Rows(vec![])), rows(1), Ok(Chunk::End)]).await;
         assert_eq!(padded, [Ok(1)]);
+    }
+
+    #[test]
+    fn mysql_errors_are_classified_by_their_number_not_their_sqlstate() {
+        for transient in [1205, 1213, 2006, 2013, 1040, 1053, 1927] {
+            assert_eq!(mysql_class(transient), Class::Transient, "{transient}");
+        }
+        assert_eq!(mysql_class(1969), Class::TimedOut);
+        assert_eq!(mysql_class(3024), Class::TimedOut);
+        // Unknown table, syntax error, access denied.
+        for permanent in [1146, 1064, 1045] {
+            assert_eq!(mysql_class(permanent), Class::Rejected, "{permanent}");
+        }
+    }
+
+    #[test]
+    fn postgres_errors_are_classified_by_their_sqlstate() {
+        for transient in ["08006", "57P01", "40001", "40P01", "53300"] {
+            assert_eq!(postgres_class(transient), Class::Transient, "{transient}");
+        }
+        assert_eq!(postgres_class("57014"), Class::TimedOut);
+        for permanent in ["42P01", "42601", "22012", ""] {
+            assert_eq!(postgres_class(permanent), Class::Rejected, "{permanent}");
+        }
+    }
+
+    #[test]
+    fn a_count_survives_a_trailing_line_comment() {
+        assert_eq!(
+            count_sql("SELECT 1 -- the end;"),
+            "SELECT COUNT(*) FROM (SELECT 1 -- the end\n) AS exportal_count"
+        );
     }
 }

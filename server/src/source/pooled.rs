@@ -1,7 +1,7 @@
 //! What the two network drivers (PostgreSQL and MariaDB, both sqlx pools) do the same way:
 //! binding the typed parameters, describing a query's columns, and the health check.
 
-use super::{Param, SourceColumn, SourceError};
+use super::{Described, Param, SourceColumn, SourceError};
 use app::catalog::ColumnType;
 use sqlx::query::Query;
 use sqlx::{Column, Database, Encode, Executor, Pool, Type, TypeInfo};
@@ -37,13 +37,13 @@ where
 }
 
 /// The columns of `sql` as the server describes them, typed by `column_type` from the server's
-/// type name.
+/// type name, and the number of parameters the server counts in it.
 pub(super) async fn describe<DB>(
     pool: &Pool<DB>,
     source: &str,
     sql: &str,
     column_type: impl Fn(&str) -> ColumnType,
-) -> Result<Vec<SourceColumn>, SourceError>
+) -> Result<Described, SourceError>
 where
     DB: Database,
     for<'c> &'c Pool<DB>: Executor<'c, Database = DB>,
@@ -52,14 +52,26 @@ where
         .describe(sql)
         .await
         .map_err(|e| SourceError::from_sqlx(source, e))?;
-    Ok(described
-        .columns()
-        .iter()
-        .map(|c| SourceColumn {
-            name: c.name().to_string(),
-            kind: column_type(c.type_info().name()),
-        })
-        .collect())
+    let parameters = match described.parameters() {
+        Some(sqlx::Either::Left(types)) => types.len(),
+        Some(sqlx::Either::Right(count)) => count,
+        None => {
+            return Err(SourceError::query(format!(
+                "The database `{source}` did not say how many parameters the query has."
+            )))
+        }
+    };
+    Ok(Described {
+        columns: described
+            .columns()
+            .iter()
+            .map(|c| SourceColumn {
+                name: c.name().to_string(),
+                kind: column_type(c.type_info().name()),
+            })
+            .collect(),
+        parameters,
+    })
 }
 
 pub(super) async fn ping<DB>(pool: &Pool<DB>, source: &str) -> Result<(), SourceError>

@@ -14,10 +14,10 @@
 //! declared type as a hint for dates and booleans.
 
 use super::{
-    datetime, BatchStream, Chunk, Param, Row, Sent, Source, SourceColumn, SourceError,
+    datetime, BatchStream, Chunk, Described, Param, Row, Sent, Source, SourceColumn, SourceError,
     SourceErrorKind, SourceOptions, Value,
 };
-use crate::catalog::sql::ParamStyle;
+use crate::catalog::sql::Dialect;
 use app::catalog::ColumnType;
 use async_trait::async_trait;
 use rusqlite::types::ValueRef;
@@ -100,10 +100,20 @@ impl SqliteSource {
 }
 
 fn unavailable(source: &str, what: String) -> SourceError {
-    SourceError {
-        kind: SourceErrorKind::Unavailable,
-        message: format!("The database `{source}` is not reachable right now ({what})."),
-    }
+    logged(
+        SourceError {
+            kind: SourceErrorKind::Unavailable,
+            message: format!("The database `{source}` is not reachable right now."),
+            detail: what,
+        },
+        source,
+    )
+}
+
+/// The driver's text goes to the log (and `detail`), never into the user's message.
+fn logged(e: SourceError, source: &str) -> SourceError {
+    tracing::warn!(source, detail = %e.detail, "{}", e.message);
+    e
 }
 
 fn open(path: &str, options: &SourceOptions) -> rusqlite::Result<Connection> {
@@ -126,17 +136,22 @@ fn classify(source: &str, e: rusqlite::Error, timed_out: bool) -> SourceError {
             }
             ErrorCode::OperationInterrupted if timed_out => {
                 return SourceError::query(format!(
-                    "The query on `{source}` ran longer than the statement timeout and was stopped."
+                    "The query on `{source}` ran longer than its statement timeout and was stopped."
                 ))
             }
             _ => {
-                return SourceError::query(format!(
-                    "The database `{source}` rejected the query: {detail}"
-                ))
+                let mut e = SourceError::query(format!(
+                    "The database `{source}` rejected the query (SQLite error {}).",
+                    failure.extended_code
+                ));
+                e.detail = detail;
+                return logged(e, source);
             }
         }
     }
-    SourceError::query(format!("The database `{source}` failed: {e}"))
+    let mut failed = SourceError::query(format!("The database `{source}` failed."));
+    failed.detail = e.to_string();
+    logged(failed, source)
 }
 
 fn column_type(declared: &str) -> ColumnType {
@@ -273,22 +288,25 @@ fn produce(
 
 #[async_trait]
 impl Source for SqliteSource {
-    fn style(&self) -> ParamStyle {
-        ParamStyle::Question
+    fn dialect(&self) -> Dialect {
+        Dialect::Sqlite
     }
 
-    async fn describe(&self, sql: &str) -> Result<Vec<SourceColumn>, SourceError> {
+    async fn describe(&self, sql: &str) -> Result<Described, SourceError> {
         let sql = sql.to_string();
         self.with_connection(move |conn| {
             let stmt = conn.prepare(&sql)?;
-            Ok(stmt
-                .columns()
-                .iter()
-                .map(|c| SourceColumn {
-                    name: c.name().to_string(),
-                    kind: column_type(c.decl_type().unwrap_or_default()),
-                })
-                .collect())
+            Ok(Described {
+                columns: stmt
+                    .columns()
+                    .iter()
+                    .map(|c| SourceColumn {
+                        name: c.name().to_string(),
+                        kind: column_type(c.decl_type().unwrap_or_default()),
+                    })
+                    .collect(),
+                parameters: stmt.parameter_count(),
+            })
         })
         .await
     }

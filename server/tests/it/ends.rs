@@ -10,7 +10,7 @@ use futures::StreamExt;
 use serde_json::json;
 use server::blobs::local::LocalBlobStore;
 use server::blobs::BlobStore;
-use server::catalog::sql::ParamStyle;
+use server::catalog::sql::Dialect;
 use server::catalog::{demo, Catalog};
 use server::export::ExportContext;
 use server::jobs::{local::LocalJobStore, Jobs};
@@ -18,7 +18,7 @@ use server::live::Hub;
 use server::queue::{local::LocalQueue, Queue};
 use server::service::{Limits, Service};
 use server::source::{
-    self, BatchStream, Chunk, Param, Source, SourceColumn, SourceError, SourceOptions,
+    self, BatchStream, Chunk, Described, Param, Source, SourceError, SourceOptions,
 };
 use server::worker::{Outcome, Worker, WorkerConfig};
 use std::sync::Arc;
@@ -40,10 +40,10 @@ struct Faulty {
 
 #[async_trait]
 impl Source for Faulty {
-    fn style(&self) -> ParamStyle {
-        self.inner.style()
+    fn dialect(&self) -> Dialect {
+        self.inner.dialect()
     }
-    async fn describe(&self, sql: &str) -> Result<Vec<SourceColumn>, SourceError> {
+    async fn describe(&self, sql: &str) -> Result<Described, SourceError> {
         self.inner.describe(sql).await
     }
     fn batches<'a>(&'a self, sql: &'a str, params: &'a [Param]) -> BatchStream<'a> {

@@ -315,6 +315,9 @@ async fn datasets_file_mistakes_name_the_dataset_and_key() {
         ("[[datasets]]\nid = \"a\"\ntitle = \"T\"\nsource = \"s\"\nsql = \"SELECT id FROM t WHERE id = :k\"\n[[datasets.params]]\nname = \"k\"\ntype = \"enum\"\n", "param `k`: an enum needs `values"),
         ("[[datasets]]\nid = \"a\"\ntitle = \"T\"\nsource = \"s\"\nsql = \"SELECT id FROM t WHERE owner = :user\"\n[[datasets.params]]\nname = \"user\"\ntype = \"string\"\n", "reserved"),
         ("[[datasets]]\nid = \"a\"\ntitle = \"T\"\nsource = \"s\"\nsql = \"SELECT id FROM t\"\ncolour = 1\n", "unknown field `colour`"),
+        ("[[datasets]]\nid = \"a\"\ntitle = \"T\"\nsource = \"s\"\nsql = \"SELECT id FROM t WHERE owner = 'x :user\"\n", "dataset `a`: key `sql`: an unterminated string literal (at line 1, column 32)"),
+        ("[[datasets]]\nid = \"a\"\ntitle = \"T\"\nsource = \"s\"\nsql = \"SELECT id FROM t /* :user\"\n", "dataset `a`: key `sql`: an unterminated /* comment"),
+        ("[[datasets]]\nid = \"a\"\ntitle = \"T\"\nsource = \"s\"\nsql = \"SELECT id FROM t WHERE owner = ?\"\n", "dataset `a`: key `sql`: the SQL has a positional parameter `?`"),
     ];
     for (dataset, expected) in cases {
         let e = Catalog::from_toml(&format!("{base}{dataset}"), dir.path())
@@ -414,8 +417,9 @@ async fn first_column(
 }
 
 /// PostgreSQL's rows come through `COPY`, which takes no bound parameters: the values are
-/// written into the statement as typed literals. They must select exactly what the same
-/// values bound to a prepared statement select, and text must never become SQL.
+/// bound to settings of the COPY's transaction and read back in the statement. They must select
+/// exactly what the same values bound to a prepared statement select, and text must never
+/// become SQL.
 #[tokio::test]
 async fn postgres_parameters_select_the_same_rows_as_bound_ones() {
     use server::source::{Param, Value as V};
@@ -589,13 +593,22 @@ async fn postgres_query_errors_and_timeouts_are_reasons_and_leave_the_pool_usabl
         }
     };
     drop(rows);
-    assert!(failure.message.contains("division by zero"), "{failure}");
+    // Users get a short, stable message; the database's own words are for the log.
+    assert_eq!(
+        failure.message,
+        "The database `pg` rejected the query (error 22012)."
+    );
+    assert!(failure.detail.contains("division by zero"), "{failure:?}");
     assert_eq!(seen.len(), 4);
 
     let e = first_column(source.as_ref(), "SELEC 1", &[])
         .await
         .unwrap_err();
-    assert!(e.message.contains("syntax error"), "{e}");
+    assert_eq!(
+        e.message,
+        "The database `pg` rejected the query (error 42601)."
+    );
+    assert!(e.detail.contains("syntax error"), "{e:?}");
 
     let e = first_column(source.as_ref(), "SELECT point(1, 2) AS shape", &[])
         .await
@@ -647,4 +660,279 @@ async fn an_abandoned_postgres_query_stops_on_the_server_and_frees_its_connectio
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert!(gone, "the server stopped the abandoned query");
+}
+
+/// Previews and counts: the database itself stops the query at the given limit (a statement
+/// timeout local to the query's transaction), and the backend does not stay behind.
+#[tokio::test]
+async fn a_limited_postgres_query_is_stopped_by_the_server_and_its_backend_ends() {
+    use futures::TryStreamExt;
+    use server::source::{Param, SourceErrorKind, Value as V};
+    let url = service_url("EXPORTAL_TEST_POSTGRES_URL");
+    let watcher = sqlx::PgPool::connect(&url).await.unwrap();
+    let marker = uuid::Uuid::new_v4().simple().to_string();
+    // No pool-wide limit, one connection: only the per-query limit can stop it, and the pool
+    // must be usable afterwards.
+    let source = postgres_source(1, std::time::Duration::ZERO).await;
+    let sql = format!("SELECT '{marker}' AS marker, $1::int8 AS n FROM pg_sleep(30)");
+    let started = std::time::Instant::now();
+    let e = server::source::complete(source.batches_limited(
+        &sql,
+        &[Param::Int(1)],
+        std::time::Duration::from_millis(300),
+    ))
+    .try_collect::<Vec<_>>()
+    .await
+    .expect_err("stopped by the server");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "hang guard"
+    );
+    assert_eq!(
+        e.message,
+        "The query on `pg` ran longer than its statement timeout and was stopped."
+    );
+    assert_eq!(e.kind, SourceErrorKind::Query);
+    assert!(e.detail.contains("57014"), "{e:?}");
+    let mut gone = false;
+    for _ in 0..100 {
+        let left: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE $1 AND pid <> pg_backend_pid()",
+        )
+        .bind(format!("%{marker}%"))
+        .fetch_one(&watcher)
+        .await
+        .unwrap();
+        if left == 0 {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(gone, "the backend that ran the query is gone");
+
+    // A query within its limit runs as usual, its values bound, and the limit does not stay
+    // on the connection for the next query.
+    let rows = server::source::complete(source.batches_limited(
+        "SELECT $1::int8 + 1",
+        &[Param::Int(41)],
+        std::time::Duration::from_secs(5),
+    ))
+    .try_collect::<Vec<_>>()
+    .await
+    .unwrap();
+    assert_eq!(rows.concat(), vec![vec![V::Int(42)]]);
+    let slow = first_column(source.as_ref(), "SELECT 1 FROM pg_sleep(0.5)", &[]).await;
+    assert_eq!(slow.unwrap(), vec![V::Int(1)]);
+    let left: String = {
+        let mut rows = source.rows("SELECT current_setting('statement_timeout')", &[]);
+        use futures::StreamExt;
+        match rows.next().await.unwrap().unwrap().remove(0) {
+            V::Text(t) => t,
+            other => panic!("{other:?}"),
+        }
+    };
+    assert_eq!(left, "0", "the pool's own limit is back");
+}
+
+async fn mariadb_source(max_connections: u32) -> Arc<dyn server::source::Source> {
+    let options = server::source::SourceOptions {
+        max_connections,
+        connect_timeout: std::time::Duration::from_secs(5),
+        statement_timeout: std::time::Duration::ZERO,
+    };
+    let url = service_url("EXPORTAL_TEST_MYSQL_URL");
+    server::source::connect("maria", &url, &options)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_limited_mariadb_query_is_stopped_by_the_server() {
+    use futures::TryStreamExt;
+    use server::source::{Param, SourceErrorKind, Value as V};
+    let url = service_url("EXPORTAL_TEST_MYSQL_URL");
+    let watcher = sqlx::MySqlPool::connect(&url).await.unwrap();
+    let marker = uuid::Uuid::new_v4().simple().to_string();
+    let source = mariadb_source(1).await;
+    let sql = format!("SELECT SLEEP(30) AS s, '{marker}' AS marker, ? AS n");
+    let started = std::time::Instant::now();
+    let e = server::source::complete(source.batches_limited(
+        &sql,
+        &[Param::Int(1)],
+        std::time::Duration::from_millis(300),
+    ))
+    .try_collect::<Vec<_>>()
+    .await
+    .expect_err("stopped by the server");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "hang guard"
+    );
+    assert_eq!(
+        e.message,
+        "The query on `maria` ran longer than its statement timeout and was stopped."
+    );
+    assert_eq!(e.kind, SourceErrorKind::Query);
+    assert!(e.detail.contains("1969"), "{e:?}");
+    let running: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE INFO LIKE ? AND ID <> CONNECTION_ID()",
+    )
+    .bind(format!("%{marker}%"))
+    .fetch_one(&watcher)
+    .await
+    .unwrap();
+    assert_eq!(running, 0, "the statement no longer runs");
+
+    let rows = server::source::complete(source.batches_limited(
+        "SELECT ? + 1 AS n",
+        &[Param::Int(41)],
+        std::time::Duration::from_secs(5),
+    ))
+    .try_collect::<Vec<_>>()
+    .await
+    .unwrap();
+    assert_eq!(rows.concat(), vec![vec![V::Int(42)]]);
+    // The limit was for that statement only.
+    let mut rows = source.rows("SELECT SLEEP(0.5) AS s", &[]);
+    use futures::StreamExt;
+    assert_eq!(rows.next().await.unwrap().unwrap(), vec![V::Int(0)]);
+}
+
+/// 1205 (lock wait timeout) is a transient error, to be retried, though its SQLSTATE (HY000)
+/// says nothing: MySQL errors are classified by number.
+#[tokio::test]
+async fn a_mariadb_lock_wait_timeout_is_worth_a_retry() {
+    use futures::TryStreamExt;
+    use server::source::{Param, SourceErrorKind};
+    let url = service_url("EXPORTAL_TEST_MYSQL_URL");
+    let pool = sqlx::MySqlPool::connect(&url).await.unwrap();
+    let table = table_name();
+    pool.execute(format!("CREATE TABLE {table} (id INT PRIMARY KEY) ENGINE=InnoDB").as_str())
+        .await
+        .unwrap();
+    pool.execute(format!("INSERT INTO {table} VALUES (1)").as_str())
+        .await
+        .unwrap();
+    let mut holder = pool.acquire().await.unwrap();
+    holder.execute("BEGIN").await.unwrap();
+    holder
+        .execute(format!("SELECT id FROM {table} WHERE id = 1 FOR UPDATE").as_str())
+        .await
+        .unwrap();
+    let source = mariadb_source(1).await;
+    let sql = format!(
+        "SET STATEMENT innodb_lock_wait_timeout = 1 FOR SELECT id FROM {table} WHERE id = ? FOR UPDATE"
+    );
+    let e = server::source::complete(source.batches(&sql, &[Param::Int(1)]))
+        .try_collect::<Vec<_>>()
+        .await
+        .expect_err("the row is locked");
+    assert_eq!(e.kind, SourceErrorKind::Unavailable, "{e:?}");
+    assert_eq!(
+        e.message,
+        "The database `maria` could not complete the query right now (error 1205)."
+    );
+    assert!(e.detail.contains("Lock wait timeout"), "{e:?}");
+    holder.execute("ROLLBACK").await.unwrap();
+    drop(holder);
+    pool.execute(format!("DROP TABLE {table}").as_str())
+        .await
+        .unwrap();
+}
+
+/// The COPY reads each bound value through a scalar subquery: PostgreSQL plans it as an
+/// InitPlan, evaluated once per query, so the filter compares with a constant and the bulk
+/// path keeps its speed.
+#[tokio::test]
+async fn postgres_reads_each_bound_value_once_per_query() {
+    use server::source::Param;
+    let url = service_url("EXPORTAL_TEST_POSTGRES_URL");
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let table = table_name();
+    pool.execute(
+        format!(
+            "CREATE TABLE {table} AS SELECT g::int8 AS n, md5(g::text) AS t FROM generate_series(1, 1000) g"
+        )
+        .as_str(),
+    )
+    .await
+    .unwrap();
+    let statement = server::source::postgres_copy_statement(
+        &format!("SELECT n, t FROM {table} WHERE n >= $1 AND t <> $2 AND ($3 IS NULL OR t = $3)"),
+        &[Param::Int(500), Param::Text("x".into()), Param::Null],
+        &["bigint".into(), "text".into(), "text".into()],
+    )
+    .unwrap();
+    let query = statement
+        .strip_prefix("COPY (")
+        .and_then(|q| q.strip_suffix("\n) TO STDOUT (FORMAT binary)"))
+        .expect("a COPY of a query");
+    let mut conn = pool.acquire().await.unwrap();
+    conn.execute("BEGIN").await.unwrap();
+    sqlx::query("SELECT set_config('exportal.p1', $1, true), set_config('exportal.p2', $2, true)")
+        .bind("500")
+        .bind("x")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    let plan: Vec<String> =
+        sqlx::query_scalar(&format!("EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF) {query}"))
+            .fetch_all(&mut *conn)
+            .await
+            .unwrap();
+    let plan = plan.join("\n");
+    assert_eq!(plan.matches("InitPlan").count(), 2, "{plan}");
+    let filter = plan
+        .lines()
+        .find(|l| l.trim_start().starts_with("Filter:"))
+        .unwrap_or_else(|| panic!("{plan}"));
+    assert!(!filter.contains("current_setting"), "per row: {plan}");
+    assert!(plan.contains("actual rows=501 loops=1"), "{plan}");
+    conn.execute("ROLLBACK").await.unwrap();
+    drop(conn);
+    pool.execute(format!("DROP TABLE {table}").as_str())
+        .await
+        .unwrap();
+}
+
+/// Text and NULL take the type PostgreSQL inferred for the parameter, named by PostgreSQL
+/// itself: an enum in another schema, with a name that needs quoting, works.
+#[tokio::test]
+async fn postgres_text_takes_the_inferred_type_even_one_whose_name_needs_quoting() {
+    use server::source::{Param, Value as V};
+    let url = service_url("EXPORTAL_TEST_POSTGRES_URL");
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let schema = format!("S {}", uuid::Uuid::new_v4().simple());
+    pool.execute(
+        format!(
+            "CREATE SCHEMA \"{schema}\";
+             CREATE TYPE \"{schema}\".\"Mood\" AS ENUM ('ok', 'sad');
+             CREATE TABLE \"{schema}\".t (id INT, m \"{schema}\".\"Mood\");
+             INSERT INTO \"{schema}\".t VALUES (1, 'ok'), (2, 'sad'), (3, NULL)"
+        )
+        .as_str(),
+    )
+    .await
+    .unwrap();
+    let source = postgres_source(1, std::time::Duration::from_secs(30)).await;
+    let sql = format!("SELECT id FROM \"{schema}\".t WHERE (m = $1 OR $1 IS NULL) ORDER BY id");
+    for (param, want) in [
+        (Param::Text("sad".into()), vec![2]),
+        (Param::Null, vec![1, 2, 3]),
+    ] {
+        let got = first_column(source.as_ref(), &sql, std::slice::from_ref(&param))
+            .await
+            .unwrap();
+        let want: Vec<V> = want.into_iter().map(V::Int).collect();
+        assert_eq!(got, want, "{param:?}");
+    }
+    // A value the type does not accept is the database's refusal, not SQL.
+    let e = first_column(source.as_ref(), &sql, &[Param::Text("ok') OR (1=1".into())])
+        .await
+        .unwrap_err();
+    assert!(e.detail.contains("invalid input value for enum"), "{e:?}");
+    pool.execute(format!("DROP SCHEMA \"{schema}\" CASCADE").as_str())
+        .await
+        .unwrap();
 }

@@ -2,68 +2,88 @@
 //! quarter less server CPU per row than a prepared query's result rows, and the framing is
 //! read here in one pass over each message instead of through the driver's per-row machinery.
 //!
-//! `COPY` takes no bind parameters, so the dataset's `$n` parameters become literals. Text is an
-//! escape string and, like NULL, is left untyped: PostgreSQL gives it the type of where it
-//! stands, as it did for the `$n` when the query was described at start-up, so an empty
-//! optional parameter in `(id >= :p OR :p IS NULL)`, or text against an enum column, works.
-//! Numbers, booleans, dates and timestamps are cast to their declared types.
+//! `COPY` takes no bind parameters, and no value a user sends may become SQL text. So each value
+//! is bound, as text, to `set_config('exportal.pN', $k, true)` in the transaction the `COPY`
+//! runs in, and the query reads it back: `$N` becomes `(SELECT
+//! current_setting('exportal.pN')::type)`, a scalar subquery, which PostgreSQL evaluates once
+//! (an InitPlan), not per row. The statement text is the operator's SQL and our own constants:
+//! the setting names, and type names that PostgreSQL itself formatted.
+//!
+//! Types: numbers, booleans, dates and timestamps are cast to their own types (`int8`,
+//! `float8`, `bool`, `date`, `timestamp`), as a typed literal would be. Text and NULL take the
+//! type PostgreSQL inferred for the `$N` when it described the query, as an untyped literal
+//! would: an empty optional parameter in `(id >= :p OR :p IS NULL)`, or text against an enum
+//! column, works.
 
 use super::binary::{decode_binary, Kind};
 use crate::catalog::sql::replace_positional;
 use crate::source::{Param, Row, SourceError, Value};
 use chrono::{Datelike, NaiveDate};
 
-/// The `COPY` statement for `sql` (in `$n` style) with `params` written in as literals.
-pub(super) fn statement(sql: &str, params: &[Param]) -> Result<String, SourceError> {
-    let literals = params.iter().map(literal).collect::<Result<Vec<_>, _>>()?;
-    let query = replace_positional(sql, &literals);
+/// The name of the setting that carries parameter `n` (1-based).
+pub(super) fn setting(n: usize) -> String {
+    format!("exportal.p{n}")
+}
+
+/// The `COPY` statement for `sql` (in `$n` style), each `$n` reading the setting that holds
+/// `params[n - 1]`; `inferred[n - 1]` is the type PostgreSQL formatted for `$n`.
+pub(super) fn statement(
+    sql: &str,
+    params: &[Param],
+    inferred: &[String],
+) -> Result<String, SourceError> {
+    let reads: Vec<String> = params
+        .iter()
+        .zip(inferred)
+        .enumerate()
+        .map(|(i, (p, inferred))| {
+            let own = match p {
+                Param::Null => return format!("NULL::{inferred}"),
+                Param::Text(_) => inferred.as_str(),
+                Param::Bool(_) => "bool",
+                Param::Int(_) => "int8",
+                Param::Float(_) => "float8",
+                Param::Date(_) => "date",
+                Param::DateTime(_) => "timestamp",
+            };
+            format!("(SELECT current_setting('{}')::{own})", setting(i + 1))
+        })
+        .collect();
+    let query = replace_positional(sql, &reads)
+        .map_err(|e| SourceError::query(format!("The query could not be read: {e}")))?;
     let query = query.trim().trim_end_matches(';');
     // The line break ends a trailing `--` comment in the operator's SQL.
     Ok(format!("COPY ({query}\n) TO STDOUT (FORMAT binary)"))
 }
 
-/// A parameter as a PostgreSQL literal.
-fn literal(p: &Param) -> Result<String, SourceError> {
-    Ok(match p {
-        Param::Null => "NULL".into(),
+/// A parameter as the text its type's input function reads; `None` for NULL.
+pub(super) fn text(p: &Param) -> Result<Option<String>, SourceError> {
+    Ok(Some(match p {
+        Param::Null => return Ok(None),
         Param::Bool(b) => if *b { "true" } else { "false" }.into(),
-        Param::Int(i) => format!("'{i}'::int8"),
-        Param::Float(f) if f.is_nan() => "'NaN'::float8".into(),
+        Param::Int(i) => i.to_string(),
+        Param::Float(f) if f.is_nan() => "NaN".into(),
         Param::Float(f) if f.is_infinite() => {
-            format!("'{}Infinity'::float8", if *f < 0.0 { "-" } else { "" })
+            if *f < 0.0 { "-Infinity" } else { "Infinity" }.into()
         }
-        Param::Float(f) => format!("'{}'::float8", ryu::Buffer::new().format_finite(*f)),
+        Param::Float(f) => ryu::Buffer::new().format_finite(*f).to_string(),
         Param::Text(s) => {
             if s.contains('\0') {
                 return Err(SourceError::query(
                     "A text parameter contains a NUL character, which PostgreSQL does not accept.",
                 ));
             }
-            // An escape string reads the same whatever `standard_conforming_strings` is.
-            let mut out = String::with_capacity(s.len() + 12);
-            out.push_str("E'");
-            for c in s.chars() {
-                match c {
-                    '\\' => out.push_str("\\\\"),
-                    '\'' => out.push_str("''"),
-                    c => out.push(c),
-                }
-            }
-            out.push('\'');
-            out
+            s.clone()
         }
         Param::Date(d) => {
             let (day, era) = date(*d);
-            format!("'{day}{era}'::date")
+            format!("{day}{era}")
         }
         Param::DateTime(dt) => {
             let (day, era) = date(dt.date());
-            format!(
-                "'{day} {}{era}'::timestamp",
-                dt.time().format("%H:%M:%S%.f")
-            )
+            format!("{day} {}{era}", dt.time().format("%H:%M:%S%.6f"))
         }
-    })
+    }))
 }
 
 /// `YYYY-MM-DD` and the era: PostgreSQL writes years before 1 as `BC` (chrono's year 0 is 1 BC).
@@ -223,33 +243,58 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parameters_become_escaped_literals() {
+    fn values_are_read_from_settings_and_never_written_into_the_statement() {
         let day = NaiveDate::from_ymd_opt(2024, 2, 29).unwrap();
         let params = [
             Param::Null,
             Param::Bool(true),
             Param::Int(i64::MIN),
-            Param::Float(-0.5),
             Param::Float(f64::NEG_INFINITY),
-            Param::Text("O'Brien \\ 'x' $1 :y".into()),
-            Param::Date(day),
-            Param::DateTime(day.and_hms_micro_opt(23, 59, 1, 250).unwrap()),
+            Param::Text("O'Brien \\ 'x' $1 :y */ --".into()),
             Param::Date(NaiveDate::from_ymd_opt(0, 3, 1).unwrap()),
         ];
-        let slots: Vec<String> = (1..=params.len()).map(|i| format!("${i}")).collect();
-        let sql = format!("SELECT {} -- note;\n;", slots.join(", "));
+        let inferred: Vec<String> = [
+            "integer",
+            "boolean",
+            "bigint",
+            "double precision",
+            "text",
+            "date",
+        ]
+        .map(String::from)
+        .to_vec();
+        let sql = "SELECT $1, $2, $3, $4, $5 || '$5', $6 -- note $1;\n;";
         assert_eq!(
-            statement(&sql, &params).unwrap(),
-            "COPY (SELECT NULL, true, '-9223372036854775808'::int8, '-0.5'::float8, \
-             '-Infinity'::float8, E'O''Brien \\\\ ''x'' $1 :y', '2024-02-29'::date, \
-             '2024-02-29 23:59:01.000250'::timestamp, '0001-03-01 BC'::date -- note;\n\n) \
-             TO STDOUT (FORMAT binary)"
+            statement(sql, &params, &inferred).unwrap(),
+            "COPY (SELECT NULL::integer, (SELECT current_setting('exportal.p2')::bool), \
+             (SELECT current_setting('exportal.p3')::int8), (SELECT current_setting('exportal.p4')::float8), \
+             (SELECT current_setting('exportal.p5')::text) || '$5', (SELECT current_setting('exportal.p6')::date) \
+             -- note $1;\n\n) TO STDOUT (FORMAT binary)"
+        );
+        let texts: Vec<Option<String>> = params.iter().map(|p| text(p).unwrap()).collect();
+        assert_eq!(
+            texts,
+            [
+                None,
+                Some("true".into()),
+                Some("-9223372036854775808".into()),
+                Some("-Infinity".into()),
+                Some("O'Brien \\ 'x' $1 :y */ --".into()),
+                Some("0001-03-01 BC".into()),
+            ]
+        );
+        assert_eq!(
+            text(&Param::DateTime(
+                day.and_hms_micro_opt(23, 59, 1, 250).unwrap()
+            ))
+            .unwrap(),
+            Some("2024-02-29 23:59:01.000250".into())
         );
     }
 
     #[test]
     fn a_nul_in_a_text_parameter_is_refused() {
-        let e = statement("SELECT $1", &[Param::Text("a\0b".into())]).unwrap_err();
+        let e = text(&Param::Text("a\0b".into())).unwrap_err();
         assert!(e.message.contains("NUL"), "{}", e.message);
     }
 
