@@ -12,6 +12,8 @@ what=${1:-build}
 log() { printf '\033[1;34m[tools]\033[0m %s\n' "$*" >&2; }
 
 CARGO_LEPTOS_VERSION=0.3.10
+# Any 0.9 nextest runs the suite; this one is pinned so every machine runs the same.
+NEXTEST_VERSION=0.9.143
 # The wasm-bindgen CLI must equal the crate version in Cargo.lock exactly, or the
 # generated JS glue and the wasm module disagree at run time.
 wasm_bindgen_version() {
@@ -57,6 +59,15 @@ fi
 if [ ! -x end2end/node_modules/.bin/wasm-opt ] || [ end2end/package-lock.json -nt end2end/node_modules/.package-lock.json ]; then
   log "installing end2end npm packages"
   (cd end2end && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+if [ "$what" = test ] && ! have_version cargo-nextest "$NEXTEST_VERSION"; then
+  # scripts/test.sh runs the Rust tests with nextest; a fresh machine may not have it.
+  # `--locked`: its own lock file holds versions that build on this rustc; no self-update.
+  log "installing cargo-nextest $NEXTEST_VERSION (one-off, a few minutes)"
+  CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_OPT_LEVEL=1 \
+    cargo install cargo-nextest --version "$NEXTEST_VERSION" --locked \
+    --no-default-features --features default-no-update
 fi
 
 if [ "$what" = test ]; then
