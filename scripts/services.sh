@@ -81,7 +81,7 @@ start_azurite() {
   mkdir -p "$dir"
   end2end/node_modules/.bin/azurite --silent --location "$dir" --blobHost 127.0.0.1 --queueHost 127.0.0.1 \
     --tableHost 127.0.0.1 --blobPort "$bp" --queuePort "$qp" --tablePort "$tp" \
-    --skipApiVersionCheck --disableTelemetry >"$dir/azurite.log" 2>&1 &
+    --disableTelemetry >"$dir/azurite.log" 2>&1 &
   SERVICE_PIDS+=($!)
   for _ in $(seq 1 100); do
     curl -s -o /dev/null "http://127.0.0.1:$bp/" && curl -s -o /dev/null "http://127.0.0.1:$qp/" && break

@@ -58,7 +58,7 @@ fn azurite(dir: &Path, blob: u16, queue: u16) -> Proc {
             "--tablePort",
             &free_port().to_string(),
         ])
-        .args(["--skipApiVersionCheck", "--disableTelemetry"])
+        .args(["--disableTelemetry"])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
