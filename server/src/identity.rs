@@ -485,4 +485,80 @@ mod tests {
         assert!(!set_cookie("v", false).contains("Secure"));
         assert!(!set_cookie("v", true).contains("Domain"));
     }
+
+    /// A short fuzz run of the header and cookie parsing: any bytes a client can put in a
+    /// header value (visible ASCII, obs-text, tabs, spaces) never panic, and what is accepted
+    /// keeps its promises.
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        fn header_bytes() -> impl Strategy<Value = Vec<u8>> {
+            let byte = prop_oneof![
+                4 => 0x20u8..0x7f,
+                1 => 0x80u8..=0xff,
+                1 => Just(b'\t'),
+                1 => prop::sample::select(vec![b',', b';', b'=', b'.', b' ']),
+            ];
+            prop::collection::vec(byte, 0..300)
+        }
+
+        fn map(name: &str, values: &[Vec<u8>]) -> HeaderMap {
+            let mut h = HeaderMap::new();
+            for v in values {
+                if let Ok(v) = HeaderValue::from_bytes(v) {
+                    h.append(
+                        axum::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                        v,
+                    );
+                }
+            }
+            h
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig { cases: 512, failure_persistence: None, ..ProptestConfig::default() })]
+
+            #[test]
+            fn identity_headers_never_panic_and_accept_only_one_plain_name(
+                values in prop::collection::vec(header_bytes(), 0..4)
+            ) {
+                let name = "x-forwarded-user";
+                let h = map(name, &values);
+                if let Ok(user) = header_identity(&h, name) {
+                    prop_assert_eq!(h.get_all(name).iter().count(), 1);
+                    prop_assert!(!user.is_empty() && user.len() <= MAX_USER_LEN);
+                    prop_assert!(!user.contains(','));
+                    prop_assert_eq!(user.trim(), user.as_str());
+                }
+            }
+
+            #[test]
+            fn cookies_never_panic_and_forged_ones_are_never_accepted(
+                values in prop::collection::vec(header_bytes(), 0..4),
+                id in "[a-f0-9]{1,40}",
+            ) {
+                let dir = tempfile::tempdir().unwrap();
+                let identifier = Identifier::new(
+                    Auth::Cookie,
+                    Some(&Secret("k".repeat(32))),
+                    dir.path(),
+                    &Edge::default(),
+                )
+                .unwrap();
+                let h = map("cookie", &values);
+                if let Some((value, _)) = cookie_from(&h) {
+                    // Random bytes are never a valid signature.
+                    prop_assert_eq!(identifier.verify(value), None);
+                }
+                // A signed value round-trips among any other cookies.
+                let signed = identifier.cookie_value(&id);
+                let mut h = map("cookie", &values);
+                h.append(COOKIE, HeaderValue::from_str(&format!("{COOKIE_NAME}={signed}")).unwrap());
+                let found = cookie_from(&h).and_then(|(v, _)| identifier.verify(v));
+                // An earlier random `__Host-` cookie wins the lookup, and then fails to verify.
+                prop_assert!(found.is_none() || found.as_deref() == Some(id.as_str()));
+            }
+        }
+    }
 }

@@ -466,11 +466,13 @@ fn name_list<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> String {
     out
 }
 
-/// The problems found in a request, at most [`MAX_ERRORS`] of them kept.
+/// The problems found in a request, at most [`MAX_ERRORS`] of them kept. Hints (what the
+/// dataset accepts) are said once, after the problems, and always kept.
 #[derive(Default)]
 struct Problems {
     list: Vec<FieldError>,
     dropped: usize,
+    hints: Vec<FieldError>,
 }
 
 impl Problems {
@@ -485,20 +487,30 @@ impl Problems {
         }
     }
 
+    fn hint(&mut self, field: &str, message: String) {
+        self.hints.push(FieldError {
+            field: field.into(),
+            message,
+        });
+    }
+
     fn is_empty(&self) -> bool {
         self.list.is_empty()
     }
 
-    /// The kept problems; when some were dropped, the last one says how many.
+    /// At most [`MAX_ERRORS`] in all: when some problems do not fit, the last kept one says
+    /// how many more there are.
     fn finish(mut self) -> Vec<FieldError> {
-        if self.dropped > 0 {
-            let more = self.dropped + 1;
-            self.list.truncate(MAX_ERRORS - 1);
+        let budget = MAX_ERRORS - self.hints.len();
+        let total = self.list.len() + self.dropped;
+        if total > budget {
+            self.list.truncate(budget - 1);
             self.list.push(FieldError {
                 field: "request".into(),
-                message: format!("and {more} more problems"),
+                message: format!("and {} more problems", total - (budget - 1)),
             });
         }
+        self.list.append(&mut self.hints);
         self.list
     }
 }
@@ -532,17 +544,15 @@ impl Dataset {
         if unknown_params {
             // The list of what is accepted is said once, not in every error.
             let known = &self.info.params;
-            errors.push(
-                || "params".into(),
-                || {
-                    if known.is_empty() {
-                        "this dataset takes no parameters".into()
-                    } else {
-                        format!(
-                            "this dataset takes: {}",
-                            name_list(known.iter().map(|p| p.name.as_str()))
-                        )
-                    }
+            errors.hint(
+                "params",
+                if known.is_empty() {
+                    "this dataset takes no parameters".into()
+                } else {
+                    format!(
+                        "this dataset takes: {}",
+                        name_list(known.iter().map(|p| p.name.as_str()))
+                    )
                 },
             );
         }
@@ -622,9 +632,9 @@ impl Dataset {
                     }
                 }
                 if unknown_columns {
-                    errors.push(
-                        || "columns".into(),
-                        || format!("the columns are: {}", name_list(all.iter().copied())),
+                    errors.hint(
+                        "columns",
+                        format!("the columns are: {}", name_list(all.iter().copied())),
                     );
                 }
             }

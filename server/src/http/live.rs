@@ -69,9 +69,7 @@ pub fn origin_allowed(headers: &HeaderMap, edge: &Edge) -> bool {
     let Some(origin) = origin.to_str().ok().and_then(|o| origin_of(o).ok()) else {
         return false;
     };
-    if edge.public_origin.as_deref() == Some(origin.as_str())
-        || edge.ws_origins.iter().any(|o| *o == origin)
-    {
+    if edge.public_origin.as_deref() == Some(origin.as_str()) || edge.ws_origins.contains(&origin) {
         return true;
     }
     if !edge.ws_origins.is_empty() {

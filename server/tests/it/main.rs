@@ -7,6 +7,7 @@ mod api;
 mod azure;
 mod azure_faults;
 mod crash;
+mod edge;
 mod http;
 mod process;
 mod queue;
