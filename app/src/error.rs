@@ -15,8 +15,12 @@ use serde::{Deserialize, Serialize};
 pub enum ErrorCode {
     BadRequest,
     Unauthorized,
+    /// The caller is known but may not do this (e.g. a page of a foreign origin).
+    Forbidden,
     NotFound,
     Conflict,
+    /// The request body is larger than the server accepts.
+    PayloadTooLarge,
     TooManyRequests,
     Unavailable,
     Internal,
@@ -30,8 +34,10 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest => 400,
             ErrorCode::Unauthorized => 401,
+            ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
             ErrorCode::Conflict => 409,
+            ErrorCode::PayloadTooLarge => 413,
             ErrorCode::TooManyRequests => 429,
             ErrorCode::Unavailable => 503,
             ErrorCode::Internal | ErrorCode::Transport => 500,

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -194,6 +194,73 @@ pub const SETTINGS: &[SettingSpec] = &[
         help: "Azure: the x-ms-version to send, e.g. 2025-11-05 for an Azurite that checks versions.",
     },
     SettingSpec {
+        key: "public_url",
+        env: "EXPORTAL_PUBLIC_URL",
+        default: "(none)",
+        help: "The address users open, e.g. https://exports.example.com. With https, identity cookies are \
+               `__Host-` prefixed and Secure; its origin is also allowed to open /ws.",
+    },
+    SettingSpec {
+        key: "proxy_secret",
+        env: "EXPORTAL_PROXY_SECRET",
+        default: "(none)",
+        help: "When set, every request must carry it in the x-exportal-proxy-secret header (at least 16 characters; \
+               compared in constant time): only the proxy that adds it can name a user.",
+    },
+    SettingSpec {
+        key: "trusted_proxies",
+        env: "EXPORTAL_TRUSTED_PROXIES",
+        default: "(none: any peer)",
+        help: "Comma-separated IP addresses or CIDR ranges, e.g. 10.0.0.0/8,::1. When set, requests from other \
+               peers are refused with 401 in header mode, and X-Forwarded-Proto is believed only from these.",
+    },
+    SettingSpec {
+        key: "ws_origins",
+        env: "EXPORTAL_WS_ORIGINS",
+        default: "(the request's own Host, and EXPORTAL_PUBLIC_URL)",
+        help: "Comma-separated origins (scheme://host[:port]) whose pages may open /ws; others get 403. \
+               A request without Origin (not a browser) is allowed.",
+    },
+    SettingSpec {
+        key: "ws_per_user",
+        env: "EXPORTAL_WS_PER_USER",
+        default: "16",
+        help: "Live connections (/ws) one user may hold open at once; more are refused with 429.",
+    },
+    SettingSpec {
+        key: "ws_send_timeout",
+        env: "EXPORTAL_WS_SEND_TIMEOUT",
+        default: "10s",
+        help: "A /ws client that does not take a message within this time is disconnected (its page reconnects \
+               and gets a fresh snapshot), so a slow reader never makes the server buffer for it.",
+    },
+    SettingSpec {
+        key: "max_body",
+        env: "EXPORTAL_MAX_BODY",
+        default: "65536",
+        help: "Largest request body in bytes (preview, submit, server functions); larger ones get 413. \
+               Cancel and retry take no body and accept at most 1024 bytes.",
+    },
+    SettingSpec {
+        key: "rate_per_minute",
+        env: "EXPORTAL_RATE_PER_MINUTE",
+        default: "60",
+        help: "Previews and submits one identity may make per minute on average (a token bucket); more get 429 \
+               with Retry-After.",
+    },
+    SettingSpec {
+        key: "rate_burst",
+        env: "EXPORTAL_RATE_BURST",
+        default: "20",
+        help: "Previews and submits one identity may make in a quick burst before EXPORTAL_RATE_PER_MINUTE applies.",
+    },
+    SettingSpec {
+        key: "rate_identities",
+        env: "EXPORTAL_RATE_IDENTITIES",
+        default: "10000",
+        help: "Identities the rate limiter tracks at once (bounded memory); beyond it, new identities share one bucket.",
+    },
+    SettingSpec {
         key: "csv_line_ending",
         env: "EXPORTAL_CSV_LINE_ENDING",
         default: "crlf",
@@ -252,6 +319,126 @@ pub struct Settings {
     pub download_ttl: Duration,
     pub csv_crlf: bool,
     pub storage: Storage,
+    pub edge: Edge,
+}
+
+/// The settings of the HTTP edge: who may call, from where, and how much.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Edge {
+    /// The origin (`scheme://host[:port]`, lower case) of `EXPORTAL_PUBLIC_URL`.
+    pub public_origin: Option<String>,
+    pub proxy_secret: Option<Secret>,
+    /// Empty: every peer may call.
+    pub trusted_proxies: Vec<IpRange>,
+    /// Empty: the same origin as the request's Host (and the public origin).
+    pub ws_origins: Vec<String>,
+    pub ws_per_user: usize,
+    pub ws_send_timeout: Duration,
+    pub max_body: usize,
+    pub rate_per_minute: u32,
+    pub rate_burst: u32,
+    pub rate_identities: usize,
+}
+
+impl Edge {
+    /// Whether users reach the server over https (cookies are then `__Host-` and Secure).
+    pub fn public_https(&self) -> bool {
+        self.public_origin
+            .as_deref()
+            .is_some_and(|o| o.starts_with("https://"))
+    }
+}
+
+impl Default for Edge {
+    fn default() -> Self {
+        Self {
+            public_origin: None,
+            proxy_secret: None,
+            trusted_proxies: Vec::new(),
+            ws_origins: Vec::new(),
+            ws_per_user: 16,
+            ws_send_timeout: Duration::from_secs(10),
+            max_body: 65_536,
+            rate_per_minute: 60,
+            rate_burst: 20,
+            rate_identities: 10_000,
+        }
+    }
+}
+
+/// An IP address or a CIDR range (`10.0.0.0/8`, `fd00::/8`, `127.0.0.1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpRange {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpRange {
+    pub fn parse(v: &str) -> Result<IpRange, String> {
+        let bad = || format!("`{v}` is not an IP address or CIDR range such as 10.0.0.0/8");
+        let (addr, prefix) = match v.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (v, None),
+        };
+        let addr: IpAddr = addr.trim().parse().map_err(|_| bad())?;
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(bad)?,
+        };
+        Ok(IpRange { addr, prefix })
+    }
+
+    /// Whether `ip` is in the range; an IPv4 peer seen as `::ffff:a.b.c.d` counts as IPv4.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        fn masked(bits: u128, prefix: u8, width: u8) -> u128 {
+            if prefix == 0 {
+                0
+            } else {
+                bits >> (width - prefix)
+            }
+        }
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                masked(u32::from(net).into(), self.prefix, 32)
+                    == masked(u32::from(ip).into(), self.prefix, 32)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                masked(u128::from(net), self.prefix, 128)
+                    == masked(u128::from(ip), self.prefix, 128)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The origin of an absolute http(s) URL, lower case and without a default port:
+/// `HTTPS://Example.com:443/app` → `https://example.com`.
+pub fn origin_of(url: &str) -> Result<String, String> {
+    let bad = || format!("`{url}` is not an http(s) URL such as https://exports.example.com");
+    let (scheme, rest) = url.split_once("://").ok_or_else(bad)?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "http" && scheme != "https" {
+        return Err(bad());
+    }
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    if authority.is_empty()
+        || authority.contains('@')
+        || !authority
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b))
+    {
+        return Err(bad());
+    }
+    let authority = authority.to_ascii_lowercase();
+    let default_port = if scheme == "https" { ":443" } else { ":80" };
+    let authority = authority.strip_suffix(default_port).unwrap_or(&authority);
+    Ok(format!("{scheme}://{authority}"))
 }
 
 /// Where jobs, the queue and files live.
@@ -313,6 +500,45 @@ fn positive<T: std::str::FromStr + PartialOrd + Default>(v: &str) -> Result<T, S
         _ => Err("expected a whole number greater than 0".into()),
     }
 }
+
+/// A whole number in `min..=max`: extremes that would panic, spin or exhaust memory are
+/// refused at start-up rather than found later.
+fn within<T>(min: T, max: T) -> impl Fn(&str) -> Result<T, String>
+where
+    T: std::str::FromStr + PartialOrd + fmt::Display + Copy,
+{
+    move |v| match v.parse::<T>() {
+        Ok(n) if n >= min && n <= max => Ok(n),
+        _ => Err(format!("expected a whole number from {min} to {max}")),
+    }
+}
+
+/// A duration in `min..=max`.
+fn duration_within(min: Duration, max: Duration) -> impl Fn(&str) -> Result<Duration, String> {
+    move |v| {
+        let d = parse_duration(v)?;
+        if d < min {
+            Err(format!("must be at least {}", show_duration(min)))
+        } else if d > max {
+            Err(format!("must be at most {}", show_duration(max)))
+        } else {
+            Ok(d)
+        }
+    }
+}
+
+fn show_duration(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0 => format!("{}ms", d.as_millis()),
+        s if s % 86_400 == 0 => format!("{}d", s / 86_400),
+        s if s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+const DAY: Duration = Duration::from_secs(86_400);
 
 impl Settings {
     /// Settings from options alone, ignoring the process environment: for embedding the
@@ -471,11 +697,17 @@ impl Command {
                     _ => Err("expected plain or json".into()),
                 },
             )?,
-            shutdown_grace: parse(or_default(raw("shutdown_grace"), "30s"), parse_duration)?,
+            shutdown_grace: parse(
+                or_default(raw("shutdown_grace"), "30s"),
+                duration_within(Duration::ZERO, DAY),
+            )?,
             datasets: raw("datasets")
                 .map(|v| parse(v, |p| Ok(PathBuf::from(p))))
                 .transpose()?,
-            demo_orders: parse(or_default(raw("demo_orders"), "1000000"), positive)?,
+            demo_orders: parse(
+                or_default(raw("demo_orders"), "1000000"),
+                within(1, 100_000_000),
+            )?,
             auth: {
                 let header = parse(or_default(raw("auth_header"), "x-forwarded-user"), |h| {
                     axum::http::HeaderName::from_bytes(h.as_bytes())
@@ -499,23 +731,34 @@ impl Command {
                     })
                 })
                 .transpose()?,
-            worker_concurrency: parse(or_default(raw("worker_concurrency"), "2"), positive)?,
-            max_attempts: parse(or_default(raw("max_attempts"), "5"), positive)?,
-            visibility_timeout: parse(or_default(raw("visibility_timeout"), "30s"), |v| {
-                parse_duration(v).and_then(|d| {
-                    if d >= Duration::from_secs(1) {
-                        Ok(d)
-                    } else {
-                        Err("must be at least 1s".into())
-                    }
-                })
-            })?,
-            retry_base: parse(or_default(raw("retry_base"), "2s"), parse_duration)?,
-            poll_max: parse(or_default(raw("poll_max"), "2s"), parse_duration)?,
-            max_active_jobs: parse(or_default(raw("max_active_jobs"), "3"), positive)?,
+            worker_concurrency: parse(or_default(raw("worker_concurrency"), "2"), within(1, 256))?,
+            max_attempts: parse(or_default(raw("max_attempts"), "5"), within(1, 100))?,
+            // Azure Storage Queue refuses a visibility timeout over 7 days.
+            visibility_timeout: parse(
+                or_default(raw("visibility_timeout"), "30s"),
+                duration_within(Duration::from_secs(1), 7 * DAY),
+            )?,
+            retry_base: parse(
+                or_default(raw("retry_base"), "2s"),
+                duration_within(Duration::ZERO, Duration::from_secs(60)),
+            )?,
+            // An idle worker sleeps this long between polls: 0 would make it spin.
+            poll_max: parse(
+                or_default(raw("poll_max"), "2s"),
+                duration_within(Duration::from_millis(10), Duration::from_secs(3600)),
+            )?,
+            max_active_jobs: parse(or_default(raw("max_active_jobs"), "3"), within(1, 100_000))?,
             row_cap: parse(or_default(raw("row_cap"), "10000000"), positive)?,
-            retention: parse(or_default(raw("retention"), "7d"), parse_duration)?,
-            download_ttl: parse(or_default(raw("download_ttl"), "5m"), parse_duration)?,
+            // Both end up added to the current time as chrono durations: far-future values would
+            // overflow there.
+            retention: parse(
+                or_default(raw("retention"), "7d"),
+                duration_within(Duration::from_secs(60), 3650 * DAY),
+            )?,
+            download_ttl: parse(
+                or_default(raw("download_ttl"), "5m"),
+                duration_within(Duration::from_secs(1), 7 * DAY),
+            )?,
             csv_crlf: parse(or_default(raw("csv_line_ending"), "crlf"), |v| match v {
                 "crlf" => Ok(true),
                 "lf" => Ok(false),
@@ -556,9 +799,58 @@ impl Command {
                 }
                 })?
             },
+            edge: {
+                let public_origin = raw("public_url").map(|v| parse(v, origin_of)).transpose()?;
+                Edge {
+                    public_origin,
+                    proxy_secret: raw("proxy_secret")
+                        .map(|v| {
+                            parse(v, |s| {
+                                if s.len() >= 16 && s.bytes().all(|b| b.is_ascii_graphic()) {
+                                    Ok(Secret(s.to_string()))
+                                } else {
+                                    Err("must be at least 16 visible ASCII characters".into())
+                                }
+                            })
+                        })
+                        .transpose()?,
+                    trusted_proxies: match raw("trusted_proxies") {
+                        None => Vec::new(),
+                        Some(v) => parse(v, |s| comma_list(s, IpRange::parse))?,
+                    },
+                    ws_origins: match raw("ws_origins") {
+                        None => Vec::new(),
+                        Some(v) => parse(v, |s| comma_list(s, origin_of))?,
+                    },
+                    ws_per_user: parse(or_default(raw("ws_per_user"), "16"), within(1, 1000))?,
+                    ws_send_timeout: parse(
+                        or_default(raw("ws_send_timeout"), "10s"),
+                        duration_within(Duration::from_millis(100), Duration::from_secs(600)),
+                    )?,
+                    max_body: parse(or_default(raw("max_body"), "65536"), within(1024, 16 << 20))?,
+                    rate_per_minute: parse(
+                        or_default(raw("rate_per_minute"), "60"),
+                        within(1, 1_000_000),
+                    )?,
+                    rate_burst: parse(or_default(raw("rate_burst"), "20"), within(1, 1_000_000))?,
+                    rate_identities: parse(
+                        or_default(raw("rate_identities"), "10000"),
+                        within(1, 10_000_000),
+                    )?,
+                }
+            },
         };
         Ok(Command::Run(Box::new(settings)))
     }
+}
+
+/// A comma-separated list, each item checked by `item`; empty items are ignored.
+fn comma_list<T>(v: &str, item: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, String> {
+    v.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(item)
+        .collect()
 }
 
 fn or_default(value: Option<(String, Origin)>, default: &str) -> (String, Origin) {
@@ -752,7 +1044,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            msg.contains("EXPORTAL_MAX_ACTIVE_JOBS") && msg.contains("greater than 0"),
+            msg.contains("EXPORTAL_MAX_ACTIVE_JOBS") && msg.contains("from 1 to"),
             "{msg}"
         );
         let msg = parse_with(&[], &[("EXPORTAL_VISIBILITY_TIMEOUT", "100ms")])
@@ -869,6 +1161,130 @@ mod tests {
             parse_with(&["--role"], &[]).unwrap_err(),
             ConfigError::MissingValue("--role".into())
         );
+    }
+
+    #[test]
+    fn extreme_numbers_and_durations_are_refused_at_start_up_naming_the_variable() {
+        // Each would panic (chrono overflow), spin (a zero poll) or exhaust something later.
+        let cases: &[(&str, &str, &str)] = &[
+            ("EXPORTAL_POLL_MAX", "0", "at least 10ms"),
+            ("EXPORTAL_POLL_MAX", "0ms", "at least 10ms"),
+            ("EXPORTAL_RETENTION", "99999999999d", "at most 3650d"),
+            (
+                "EXPORTAL_RETENTION",
+                "18446744073709551615",
+                "at most 3650d",
+            ),
+            ("EXPORTAL_DOWNLOAD_TTL", "1000000000d", "at most 7d"),
+            ("EXPORTAL_DOWNLOAD_TTL", "0", "at least 1s"),
+            ("EXPORTAL_VISIBILITY_TIMEOUT", "30d", "at most 7d"),
+            ("EXPORTAL_SHUTDOWN_GRACE", "400d", "at most 1d"),
+            ("EXPORTAL_RETRY_BASE", "2h", "at most 1m"),
+            (
+                "EXPORTAL_WORKER_CONCURRENCY",
+                "100000000000",
+                "from 1 to 256",
+            ),
+            ("EXPORTAL_MAX_ATTEMPTS", "0", "from 1 to 100"),
+            (
+                "EXPORTAL_DEMO_ORDERS",
+                "1000000000000",
+                "from 1 to 100000000",
+            ),
+            ("EXPORTAL_MAX_ACTIVE_JOBS", "99999999", "from 1 to 100000"),
+            ("EXPORTAL_WS_PER_USER", "0", "from 1 to 1000"),
+            ("EXPORTAL_WS_SEND_TIMEOUT", "0", "at least 100ms"),
+            ("EXPORTAL_MAX_BODY", "10", "from 1024 to"),
+            ("EXPORTAL_MAX_BODY", "999999999999", "from 1024 to"),
+            ("EXPORTAL_RATE_PER_MINUTE", "0", "from 1 to"),
+            ("EXPORTAL_RATE_BURST", "-1", "from 1 to"),
+            ("EXPORTAL_RATE_IDENTITIES", "0", "from 1 to"),
+        ];
+        for (var, value, expected) in cases {
+            let msg = parse_with(&[], &[(var, value)])
+                .err()
+                .unwrap_or_else(|| panic!("{var}={value} was accepted"))
+                .to_string();
+            assert!(
+                msg.contains(var) && msg.contains(expected),
+                "{var}={value}: {msg}"
+            );
+        }
+        // The bounds themselves are accepted.
+        let s = parse_with(
+            &[],
+            &[
+                ("EXPORTAL_POLL_MAX", "10ms"),
+                ("EXPORTAL_RETENTION", "3650d"),
+                ("EXPORTAL_DOWNLOAD_TTL", "7d"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(s.poll_max, Duration::from_millis(10));
+        // Far-future instants from the largest accepted values still fit chrono.
+        let now = chrono::Utc::now();
+        for d in [s.retention, s.download_ttl] {
+            let d = chrono::Duration::from_std(d).unwrap();
+            assert!(now.checked_add_signed(d).is_some());
+        }
+    }
+
+    #[test]
+    fn edge_settings_parse_origins_peers_and_secrets() {
+        let s = parse_with(&[], &[]).unwrap();
+        assert_eq!(s.edge, Edge::default());
+        assert!(!s.edge.public_https());
+
+        let s = parse_with(
+            &[],
+            &[
+                (
+                    "EXPORTAL_PUBLIC_URL",
+                    "HTTPS://Exports.Example.com:443/app/",
+                ),
+                ("EXPORTAL_PROXY_SECRET", "0123456789abcdef"),
+                (
+                    "EXPORTAL_TRUSTED_PROXIES",
+                    "10.0.0.0/8, 127.0.0.1 ,fd00::/8",
+                ),
+                (
+                    "EXPORTAL_WS_ORIGINS",
+                    "https://a.example.com,http://localhost:3000",
+                ),
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            s.edge.public_origin.as_deref(),
+            Some("https://exports.example.com")
+        );
+        assert!(s.edge.public_https());
+        assert!(!format!("{s:?}").contains("0123456789abcdef"));
+        assert_eq!(
+            s.edge.ws_origins,
+            ["https://a.example.com", "http://localhost:3000"]
+        );
+        let peers = &s.edge.trusted_proxies;
+        let inside = |ip: &str| peers.iter().any(|r| r.contains(ip.parse().unwrap()));
+        assert!(inside("10.1.2.3") && inside("127.0.0.1") && inside("fd00::1"));
+        assert!(inside("::ffff:10.9.9.9"), "IPv4-mapped peers count as IPv4");
+        assert!(!inside("127.0.0.2") && !inside("11.0.0.1") && !inside("fe80::1"));
+
+        for (var, value, expected) in [
+            ("EXPORTAL_PUBLIC_URL", "exports.example.com", "http(s) URL"),
+            ("EXPORTAL_PUBLIC_URL", "ftp://x", "http(s) URL"),
+            ("EXPORTAL_PUBLIC_URL", "https://user@x", "http(s) URL"),
+            ("EXPORTAL_PROXY_SECRET", "short", "at least 16"),
+            ("EXPORTAL_TRUSTED_PROXIES", "10.0.0.0/33", "CIDR"),
+            ("EXPORTAL_TRUSTED_PROXIES", "proxy.local", "CIDR"),
+            ("EXPORTAL_WS_ORIGINS", "*", "http(s) URL"),
+        ] {
+            let msg = parse_with(&[], &[(var, value)]).unwrap_err().to_string();
+            assert!(msg.contains(var) && msg.contains(expected), "{msg}");
+        }
+        assert!(IpRange::parse("0.0.0.0/0")
+            .unwrap()
+            .contains("192.0.2.1".parse().unwrap()));
     }
 
     #[test]

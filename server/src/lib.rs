@@ -252,7 +252,13 @@ pub async fn start(settings: Settings, mut leptos: LeptosOptions) -> anyhow::Res
         settings.auth.clone(),
         settings.cookie_secret.as_ref(),
         &settings.data_dir,
+        &settings.edge,
     )?);
+    let rate = http::limits::RateLimiter::new(
+        settings.edge.rate_per_minute,
+        settings.edge.rate_burst,
+        settings.edge.rate_identities,
+    );
 
     let grace = settings.shutdown_grace;
     let role = settings.role;
@@ -269,15 +275,21 @@ pub async fn start(settings: Settings, mut leptos: LeptosOptions) -> anyhow::Res
             service: service.clone(),
             readiness: storage.readiness,
             follow_store,
+            rate,
+            sockets: Default::default(),
         }),
     };
     let router = http::router(state, identifier);
     let worker_task = worker.map(|w| tokio::spawn(w.run(shutdown.clone())));
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
-        let serve = axum::serve(listener, router)
-            .with_graceful_shutdown(stop.clone().cancelled_owned())
-            .into_future();
+        // The peer's address is what EXPORTAL_TRUSTED_PROXIES is checked against.
+        let serve = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(stop.clone().cancelled_owned())
+        .into_future();
         tokio::select! {
             served = serve => served.context("HTTP server failed")?,
             _ = async { stop.cancelled().await; tokio::time::sleep(grace).await } => {

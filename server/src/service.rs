@@ -77,8 +77,14 @@ fn not_found() -> ApiError {
     ApiError::not_found("No export with this id.")
 }
 
+/// One message for all the problems of a request. `Dataset::check` keeps at most
+/// `MAX_ERRORS` short ones, so the answer stays small whatever the request holds.
 fn field_errors(errors: Vec<FieldError>) -> ApiError {
-    let text: Vec<String> = errors.into_iter().map(|e| e.message).collect();
+    let text: Vec<String> = errors
+        .into_iter()
+        .take(crate::catalog::MAX_ERRORS)
+        .map(|e| e.message)
+        .collect();
     ApiError::bad_request(format!("{}.", text.join("; ")))
 }
 
@@ -107,9 +113,9 @@ impl Service {
     }
 
     fn dataset(&self, id: &str) -> Result<Arc<crate::catalog::Dataset>, ApiError> {
-        self.catalog
-            .get(id)
-            .ok_or_else(|| ApiError::bad_request(format!("Unknown dataset `{id}`.")))
+        self.catalog.get(id).ok_or_else(|| {
+            ApiError::bad_request(format!("Unknown dataset `{}`.", crate::catalog::quote(id)))
+        })
     }
 
     fn check_request(

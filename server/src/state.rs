@@ -34,6 +34,10 @@ pub struct Inner {
     pub readiness: Vec<crate::http::ReadyCheck>,
     /// Whether `/ws` must poll stored records (jobs run by other processes).
     pub follow_store: bool,
+    /// Previews and submits per identity.
+    pub rate: crate::http::limits::RateLimiter,
+    /// Open `/ws` sockets per user.
+    pub sockets: Arc<crate::http::limits::Sockets>,
 }
 
 impl FromRef<AppState> for LeptosOptions {
@@ -47,6 +51,13 @@ impl Inner {
         self.service
             .clone()
             .ok_or_else(|| ApiError::new(ErrorCode::Unavailable, "This instance runs jobs only."))
+    }
+
+    /// The page's previews and submits share the API's per-identity budget.
+    fn rate_limited(&self, user: &str) -> Result<(), ApiError> {
+        self.rate.check(user).map_err(|wait| {
+            ApiError::new(ErrorCode::TooManyRequests, crate::http::rate_message(wait))
+        })
     }
 }
 
@@ -72,7 +83,7 @@ impl Backend for Inner {
         user: String,
         request: ExportRequest,
     ) -> BoxFuture<'static, Result<Preview, ApiError>> {
-        let service = self.service();
+        let service = self.rate_limited(&user).and_then(|()| self.service());
         async move { service?.preview(&user, &request).await }.boxed()
     }
 
@@ -81,7 +92,7 @@ impl Backend for Inner {
         user: String,
         request: ExportRequest,
     ) -> BoxFuture<'static, Result<Job, ApiError>> {
-        let service = self.service();
+        let service = self.rate_limited(&user).and_then(|()| self.service());
         async move {
             service?
                 .submit(&user, request, None)

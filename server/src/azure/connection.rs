@@ -99,10 +99,12 @@ fn decode_key(key: &str) -> Result<Vec<u8>, String> {
         .map_err(|_| "AccountKey is not valid base64".to_string())
 }
 
-/// Never echo a secret back in an error message.
+/// Never echo a secret back in an error message: a long part shows its first 8 characters
+/// only (characters, not bytes: a byte index could fall inside a multi-byte character).
 fn redact_part(part: &str) -> String {
-    if part.len() > 12 {
-        format!("{}…", &part[..8])
+    if part.chars().count() > 12 {
+        let head: String = part.chars().take(8).collect();
+        format!("{head}…")
     } else {
         part.to_string()
     }
@@ -174,5 +176,18 @@ mod tests {
         let e = parse_connection_string("AccountName=a;AccountKeyWithoutEquals-supersecret")
             .unwrap_err();
         assert!(!e.contains("supersecret"), "{e}");
+    }
+
+    #[test]
+    fn a_non_ascii_part_is_redacted_on_character_boundaries() {
+        // 'é' is two bytes: byte 8 falls inside the fifth one.
+        let e = parse_connection_string("ééééééééééééééé-secret").unwrap_err();
+        assert!(e.contains("éééééééé…"), "{e}");
+        assert!(!e.contains("secret"), "{e}");
+        assert_eq!(
+            redact_part("日本語のキーです、秘密のキー"),
+            "日本語のキーです…"
+        );
+        assert_eq!(redact_part("short-ключ"), "short-ключ");
     }
 }

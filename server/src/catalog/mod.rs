@@ -450,30 +450,136 @@ pub struct Checked {
     pub columns: Vec<String>,
 }
 
+/// The most problems one answer lists: a request with thousands of wrong fields gets a short
+/// answer, not one that grows with the request.
+pub const MAX_ERRORS: usize = 20;
+
+/// The longest piece of user text quoted back in a message.
+const QUOTE_CHARS: usize = 64;
+
+/// `text` as quoted in a message: at most [`QUOTE_CHARS`] characters.
+pub fn quote(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(QUOTE_CHARS) {
+        None => text.into(),
+        Some((cut, _)) => format!("{}…", &text[..cut]).into(),
+    }
+}
+
+/// A whole message that may quote user text (a parser's, say), cut to 300 characters.
+pub fn quote_long(text: &str) -> String {
+    match text.char_indices().nth(300) {
+        None => text.to_string(),
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+    }
+}
+
+/// Names for a message, cut short when the list is long (operators may declare many).
+fn name_list<'a>(names: impl ExactSizeIterator<Item = &'a str>) -> String {
+    const BUDGET: usize = 400;
+    let total = names.len();
+    let mut out = String::new();
+    for (i, n) in names.enumerate() {
+        if out.len() + n.len() > BUDGET {
+            out.push_str(&format!(", … ({total} in all)"));
+            break;
+        }
+        if i > 0 {
+            out.push_str(", ");
+        }
+        out.push_str(n);
+    }
+    out
+}
+
+/// The problems found in a request, at most [`MAX_ERRORS`] of them kept. Hints (what the
+/// dataset accepts) are said once, after the problems, and always kept.
+#[derive(Default)]
+struct Problems {
+    list: Vec<FieldError>,
+    dropped: usize,
+    hints: Vec<FieldError>,
+}
+
+impl Problems {
+    fn push(&mut self, field: impl FnOnce() -> String, message: impl FnOnce() -> String) {
+        if self.list.len() < MAX_ERRORS {
+            self.list.push(FieldError {
+                field: field(),
+                message: message(),
+            });
+        } else {
+            self.dropped += 1;
+        }
+    }
+
+    fn hint(&mut self, field: &str, message: String) {
+        self.hints.push(FieldError {
+            field: field.into(),
+            message,
+        });
+    }
+
+    fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
+    /// At most [`MAX_ERRORS`] in all: when some problems do not fit, the last kept one says
+    /// how many more there are.
+    fn finish(mut self) -> Vec<FieldError> {
+        let budget = MAX_ERRORS - self.hints.len();
+        let total = self.list.len() + self.dropped;
+        if total > budget {
+            self.list.truncate(budget - 1);
+            self.list.push(FieldError {
+                field: "request".into(),
+                message: format!("and {} more problems", total - (budget - 1)),
+            });
+        }
+        self.list.append(&mut self.hints);
+        self.list
+    }
+}
+
 impl Dataset {
-    /// Checks user parameters and columns; every problem is reported, not just the first.
+    /// Checks user parameters and columns; every problem is reported (up to [`MAX_ERRORS`]),
+    /// not just the first. The cost is linear in the size of the request.
     pub fn check(
         &self,
         params: &BTreeMap<String, serde_json::Value>,
         columns: Option<&[String]>,
         user: &str,
     ) -> Result<Checked, Vec<FieldError>> {
-        let mut errors = Vec::new();
+        let mut errors = Problems::default();
+        let declared: HashMap<&str, &ParamInfo> = self
+            .info
+            .params
+            .iter()
+            .map(|p| (p.name.as_str(), p))
+            .collect();
+        let mut unknown_params = false;
         for name in params.keys() {
-            if !self.info.params.iter().any(|p| &p.name == name) {
-                let known: Vec<&str> = self.info.params.iter().map(|p| p.name.as_str()).collect();
-                errors.push(FieldError {
-                    field: format!("params.{name}"),
-                    message: if known.is_empty() {
-                        format!("unknown parameter `{name}`: this dataset takes none")
-                    } else {
-                        format!(
-                            "unknown parameter `{name}` (this dataset takes: {})",
-                            known.join(", ")
-                        )
-                    },
-                });
+            if !declared.contains_key(name.as_str()) {
+                unknown_params = true;
+                errors.push(
+                    || format!("params.{}", quote(name)),
+                    || format!("unknown parameter `{}`", quote(name)),
+                );
             }
+        }
+        if unknown_params {
+            // The list of what is accepted is said once, not in every error.
+            let known = &self.info.params;
+            errors.hint(
+                "params",
+                if known.is_empty() {
+                    "this dataset takes no parameters".into()
+                } else {
+                    format!(
+                        "this dataset takes: {}",
+                        name_list(known.iter().map(|p| p.name.as_str()))
+                    )
+                },
+            );
         }
         let mut values: HashMap<&str, Param> = HashMap::new();
         let mut params_json = BTreeMap::new();
@@ -482,11 +588,12 @@ impl Dataset {
                 .get(&p.name)
                 .filter(|v| !v.is_null() && v.as_str() != Some(""));
             let value = given.or(p.default.as_ref());
+            let label = p.label.as_deref().unwrap_or(&p.name);
             match value {
-                None if p.required => errors.push(FieldError {
-                    field: format!("params.{}", p.name),
-                    message: format!("`{}` is required", p.label.as_deref().unwrap_or(&p.name)),
-                }),
+                None if p.required => errors.push(
+                    || format!("params.{}", p.name),
+                    || format!("`{label}` is required"),
+                ),
                 None => {
                     values.insert(&p.name, Param::Null);
                 }
@@ -495,10 +602,10 @@ impl Dataset {
                         values.insert(&p.name, param);
                         params_json.insert(p.name.clone(), v.clone());
                     }
-                    Err(m) => errors.push(FieldError {
-                        field: format!("params.{}", p.name),
-                        message: format!("`{}`: {m}", p.label.as_deref().unwrap_or(&p.name)),
-                    }),
+                    Err(m) => errors.push(
+                        || format!("params.{}", p.name),
+                        || format!("`{label}`: {m}"),
+                    ),
                 },
             }
         }
@@ -508,38 +615,57 @@ impl Dataset {
         let mut positions = Vec::new();
         match columns {
             None => positions.extend(0..all.len()),
-            Some([]) => errors.push(FieldError {
-                field: "columns".into(),
-                message: "choose at least one column".into(),
-            }),
+            Some([]) => errors.push(|| "columns".into(), || "choose at least one column".into()),
+            // Refused before looking at any name: a longer list must repeat or invent names.
+            Some(list) if list.len() > all.len() => errors.push(
+                || "columns".into(),
+                || {
+                    format!(
+                        "{} columns chosen, but this dataset has only {}",
+                        list.len(),
+                        all.len()
+                    )
+                },
+            ),
             Some(list) => {
+                let index: HashMap<&str, usize> =
+                    all.iter().enumerate().map(|(i, a)| (*a, i)).collect();
+                // Per column: 0 not chosen, 1 chosen, 2 chosen again (and said so once).
+                let mut chosen = vec![0u8; all.len()];
+                let mut unknown_columns = false;
                 for c in list {
-                    match all.iter().position(|a| a == c) {
-                        Some(_) if list.iter().filter(|x| *x == c).count() > 1 => {
-                            if !errors
-                                .iter()
-                                .any(|e| e.message.contains(&format!("`{c}` is chosen twice")))
-                            {
-                                errors.push(FieldError {
-                                    field: "columns".into(),
-                                    message: format!("column `{c}` is chosen twice"),
-                                });
-                            }
+                    match index.get(c.as_str()) {
+                        Some(&i) if chosen[i] == 2 => {}
+                        Some(&i) if chosen[i] == 1 => {
+                            chosen[i] = 2;
+                            errors.push(
+                                || "columns".into(),
+                                || format!("column `{c}` is chosen twice"),
+                            )
                         }
-                        Some(i) => positions.push(i),
-                        None => errors.push(FieldError {
-                            field: "columns".into(),
-                            message: format!(
-                                "unknown column `{c}` (available: {})",
-                                all.join(", ")
-                            ),
-                        }),
+                        Some(&i) => {
+                            chosen[i] = 1;
+                            positions.push(i);
+                        }
+                        None => {
+                            unknown_columns = true;
+                            errors.push(
+                                || "columns".into(),
+                                || format!("unknown column `{}`", quote(c)),
+                            )
+                        }
                     }
+                }
+                if unknown_columns {
+                    errors.hint(
+                        "columns",
+                        format!("the columns are: {}", name_list(all.iter().copied())),
+                    );
                 }
             }
         }
         if !errors.is_empty() {
-            return Err(errors);
+            return Err(errors.finish());
         }
         let slots = self
             .bound

@@ -3,6 +3,7 @@
 
 use crate::blobs::Download;
 use crate::error::{api_error_response, AppError};
+use crate::http::limits::{limit_body, retry_after_secs, too_many, EMPTY_BODY_LIMIT};
 use crate::service::Service;
 use crate::state::AppState;
 use app::backend::Identity;
@@ -17,14 +18,26 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use std::sync::Arc;
 
-pub fn routes() -> Router<AppState> {
+/// The routes; `max_body` bounds the bodies of preview and submit, and cancel and retry,
+/// which take none, accept almost nothing.
+pub fn routes(max_body: usize) -> Router<AppState> {
+    let limit = |n: usize| axum::middleware::from_fn_with_state(n, limit_body);
     Router::new()
         .route("/api/v1/datasets", get(datasets))
-        .route("/api/v1/preview", post(preview))
-        .route("/api/v1/exports", post(submit).get(list))
+        .route("/api/v1/preview", post(preview).layer(limit(max_body)))
+        .route(
+            "/api/v1/exports",
+            post(submit).layer(limit(max_body)).get(list),
+        )
         .route("/api/v1/exports/{id}", get(get_one))
-        .route("/api/v1/exports/{id}/cancel", post(cancel))
-        .route("/api/v1/exports/{id}/retry", post(retry))
+        .route(
+            "/api/v1/exports/{id}/cancel",
+            post(cancel).layer(limit(EMPTY_BODY_LIMIT)),
+        )
+        .route(
+            "/api/v1/exports/{id}/retry",
+            post(retry).layer(limit(EMPTY_BODY_LIMIT)),
+        )
         .route("/api/v1/exports/{id}/download", get(download))
         .route("/api/{*rest}", axum::routing::any(unknown))
         .method_not_allowed_fallback(method_not_allowed)
@@ -56,7 +69,14 @@ where
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         match Json::<T>::from_request(req, state).await {
             Ok(Json(v)) => Ok(ApiJson(v)),
-            Err(rejection) => Err(ApiError::bad_request(rejection.body_text()).into()),
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(
+                ApiError::new(ErrorCode::PayloadTooLarge, "The request body is too large.").into(),
+            ),
+            // serde's message may quote the user's text: quoted back only in part.
+            Err(rejection) => Err(ApiError::bad_request(crate::catalog::quote_long(
+                &rejection.body_text(),
+            ))
+            .into()),
         }
     }
 }
@@ -71,11 +91,28 @@ async fn datasets(State(state): State<AppState>) -> Result<Response, AppError> {
     Ok(Json(service(&state)?.datasets()).into_response())
 }
 
+/// Takes a token from the caller's bucket for an expensive request, or answers 429.
+fn rate_limited(state: &AppState, user: &Identity) -> Option<Response> {
+    let wait = state.inner.rate.check(&user.0).err()?;
+    Some(too_many(rate_message(wait), wait))
+}
+
+/// What a caller who sent too many previews or exports is told.
+pub fn rate_message(wait: std::time::Duration) -> String {
+    format!(
+        "Too many previews and exports in a short time; try again in {} s.",
+        retry_after_secs(wait)
+    )
+}
+
 async fn preview(
     State(state): State<AppState>,
     Extension(user): Extension<Identity>,
     ApiJson(request): ApiJson<ExportRequest>,
 ) -> Result<Response, AppError> {
+    if let Some(res) = rate_limited(&state, &user) {
+        return Ok(res);
+    }
     Ok(Json(service(&state)?.preview(&user.0, &request).await?).into_response())
 }
 
@@ -85,6 +122,9 @@ async fn submit(
     headers: HeaderMap,
     ApiJson(request): ApiJson<ExportRequest>,
 ) -> Result<Response, AppError> {
+    if let Some(res) = rate_limited(&state, &user) {
+        return Ok(res);
+    }
     let key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => Some(

@@ -1,12 +1,22 @@
 //! `GET /ws`: the page's live channel. It first sends a snapshot of the caller's jobs, then
 //! every change of them; a connection that falls behind gets a new snapshot (see `app::live`).
+//!
+//! What a socket may cost is bounded: only pages of allowed origins may open one (a foreign
+//! page could otherwise ride the user's ambient credentials), a user holds a limited number,
+//! inbound frames are tiny, and a client that does not take what it is sent within the send
+//! timeout is dropped (it reconnects and gets a snapshot) rather than buffered for.
 
+use crate::config::{origin_of, Edge};
+use crate::error::api_error_response;
+use crate::http::limits::too_many;
 use crate::state::AppState;
 use app::backend::Identity;
+use app::error::{ApiError, ErrorCode};
 use app::jobs::Job;
 use app::live::ServerMessage;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
+use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use axum::Extension;
 use std::collections::HashMap;
@@ -44,12 +54,102 @@ async fn followed(
 /// How often an idle connection is pinged, so proxies do not drop it and dead peers are noticed.
 const PING_EVERY: Duration = Duration::from_secs(25);
 
+/// The page sends nothing but control frames: anything bigger than this closes the socket.
+pub const MAX_INBOUND: usize = 4096;
+/// Bytes gathered before a write reaches the socket, and the most that may wait unsent.
+const WRITE_BUFFER: usize = 64 * 1024;
+const MAX_WRITE_BUFFER: usize = 8 * 1024 * 1024;
+
+/// Whether a page of this `Origin` may open the live channel. No `Origin` means no browser
+/// (browsers always send it on WebSocket requests), so no ambient credentials to abuse.
+pub fn origin_allowed(headers: &HeaderMap, edge: &Edge) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Some(origin) = origin.to_str().ok().and_then(|o| origin_of(o).ok()) else {
+        return false;
+    };
+    if edge.public_origin.as_deref() == Some(origin.as_str()) || edge.ws_origins.contains(&origin) {
+        return true;
+    }
+    if !edge.ws_origins.is_empty() {
+        return false;
+    }
+    // Same origin: the Origin's host and port are the Host the request was sent to.
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let (scheme, authority) = origin.split_once("://").unwrap_or_default();
+    let host = host.to_ascii_lowercase();
+    let default_port = if scheme == "https" { ":443" } else { ":80" };
+    host.strip_suffix(default_port).unwrap_or(&host) == authority
+}
+
 pub async fn upgrade(
     ws: WebSocketUpgrade,
     State(state): State<AppState>,
     Extension(user): Extension<Identity>,
+    headers: HeaderMap,
 ) -> Response {
-    ws.on_upgrade(move |socket| serve(socket, state, user.0))
+    let edge = &state.inner.settings.edge;
+    if !origin_allowed(&headers, edge) {
+        return api_error_response(ApiError::new(
+            ErrorCode::Forbidden,
+            "This page's origin may not open the live channel.",
+        ));
+    }
+    let Some(slot) = state.inner.sockets.acquire(&user.0, edge.ws_per_user) else {
+        return too_many(
+            format!(
+                "You already have {} live connections open; close a tab and try again.",
+                edge.ws_per_user
+            ),
+            Duration::from_secs(5),
+        );
+    };
+    let send_timeout = edge.ws_send_timeout;
+    ws.max_message_size(MAX_INBOUND)
+        .max_frame_size(MAX_INBOUND)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_write_buffer_size(MAX_WRITE_BUFFER)
+        .on_upgrade(move |socket| async move {
+            let _slot = slot;
+            serve(
+                Live {
+                    socket,
+                    send_timeout,
+                },
+                state,
+                user.0,
+            )
+            .await
+        })
+}
+
+/// A socket whose every send either completes within the timeout or ends the connection.
+struct Live {
+    socket: WebSocket,
+    send_timeout: Duration,
+}
+
+impl Live {
+    async fn send_raw(&mut self, message: Message) -> Result<(), ()> {
+        match tokio::time::timeout(self.send_timeout, self.socket.send(message)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(()),
+            Err(_) => {
+                tracing::info!(
+                    timeout_ms = self.send_timeout.as_millis() as u64,
+                    "a live client did not take its messages in time; dropped"
+                );
+                Err(())
+            }
+        }
+    }
+
+    async fn recv(&mut self) -> Option<Result<Message, axum::Error>> {
+        self.socket.recv().await
+    }
 }
 
 async fn snapshot(state: &AppState, user: &str) -> Option<ServerMessage> {
@@ -63,13 +163,13 @@ async fn snapshot(state: &AppState, user: &str) -> Option<ServerMessage> {
     }
 }
 
-async fn serve(mut socket: WebSocket, state: AppState, user: String) {
+async fn serve(mut socket: Live, state: AppState, user: String) {
     // Subscribe before reading the snapshot: a change between the two is then sent twice
     // rather than lost.
     let mut changes = state.inner.hub.subscribe();
     let Some(first) = snapshot(&state, &user).await else {
         let _ = socket
-            .send(Message::Close(Some(CloseFrame {
+            .send_raw(Message::Close(Some(CloseFrame {
                 code: 1011,
                 reason: "jobs unavailable".into(),
             })))
@@ -95,7 +195,8 @@ async fn serve(mut socket: WebSocket, state: AppState, user: String) {
     loop {
         tokio::select! {
             incoming = socket.recv() => match incoming {
-                // The page sends nothing but control frames; axum answers pings itself.
+                // The page sends nothing but control frames; axum answers pings itself. A frame
+                // over MAX_INBOUND arrives as an error, and ends the connection.
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                 Some(Ok(_)) => {}
             },
@@ -133,11 +234,11 @@ async fn serve(mut socket: WebSocket, state: AppState, user: String) {
             // instead of treating the close as an error.
             _ = shutdown.cancelled() => {
                 let close = CloseFrame { code: 1012, reason: "server restarting".into() };
-                let _ = socket.send(Message::Close(Some(close))).await;
+                let _ = socket.send_raw(Message::Close(Some(close))).await;
                 break;
             }
             _ = ping.tick() => {
-                if socket.send(Message::Ping(Default::default())).await.is_err() {
+                if socket.send_raw(Message::Ping(Default::default())).await.is_err() {
                     break;
                 }
             }
@@ -145,7 +246,7 @@ async fn serve(mut socket: WebSocket, state: AppState, user: String) {
     }
 }
 
-async fn send(socket: &mut WebSocket, message: &ServerMessage) -> Result<(), axum::Error> {
+async fn send(socket: &mut Live, message: &ServerMessage) -> Result<(), ()> {
     let text = serde_json::to_string(message).expect("server messages always serialise");
-    socket.send(Message::Text(text.into())).await
+    socket.send_raw(Message::Text(text.into())).await
 }

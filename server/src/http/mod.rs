@@ -3,9 +3,10 @@
 
 mod api;
 mod health;
+pub mod limits;
 mod live;
 
-pub use api::content_disposition;
+pub use api::{content_disposition, rate_message};
 pub use health::ReadyCheck;
 
 use crate::identity::{identify, Identifier};
@@ -30,9 +31,10 @@ pub fn router(state: AppState, identifier: Arc<Identifier>) -> Router {
     let routes = generate_route_list(app::App);
     let backend: SharedBackend = state.inner.clone();
     let leptos = state.leptos.clone();
+    let max_body = state.inner.settings.edge.max_body;
     let app = Router::new()
         .route(app::live::WS_PATH, get(live::upgrade))
-        .merge(api::routes())
+        .merge(api::routes(max_body))
         .leptos_routes_with_context(
             &state,
             routes,
@@ -42,7 +44,13 @@ pub fn router(state: AppState, identifier: Arc<Identifier>) -> Router {
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(
             app::shell,
         ))
-        .layer(axum::middleware::from_fn_with_state(identifier, identify));
+        .layer(axum::middleware::from_fn_with_state(identifier, identify))
+        // Outermost: no body larger than this is read by anything (the page's server
+        // functions included, which set no limit of their own).
+        .layer(axum::middleware::from_fn_with_state(
+            max_body,
+            limits::limit_body,
+        ));
     app.merge(probes)
         .layer(TraceLayer::new_for_http())
         .with_state(state)

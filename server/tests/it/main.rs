@@ -7,6 +7,7 @@ mod api;
 mod azure;
 mod azure_faults;
 mod crash;
+mod edge;
 mod ends;
 mod http;
 mod injection;

@@ -33,6 +33,9 @@ impl TestServer {
             "100ms".into(),
             "--poll-max".into(),
             "200ms".into(),
+            // Tests send many previews and submits at once; the rate limit has its own tests.
+            "--rate-burst".into(),
+            "100000".into(),
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let settings = Settings::from_args(args).expect("valid test settings");
