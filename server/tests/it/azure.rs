@@ -304,9 +304,9 @@ async fn job_records_are_compare_and_set_so_concurrent_writers_never_overwrite()
     // A second store is another process: it has its own view of the ETags.
     let worker = AzureJobStore::new(azure::clients(&s).unwrap().jobs);
 
-    let (created, fresh) = web.create(&job("alice"), Some("key-1")).await.unwrap();
+    let (created, fresh) = web.create(&job("alice"), Some("key-1"), 10).await.unwrap();
     assert!(fresh);
-    let (again, fresh) = web.create(&job("alice"), Some("key-1")).await.unwrap();
+    let (again, fresh) = web.create(&job("alice"), Some("key-1"), 10).await.unwrap();
     assert!(!fresh);
     assert_eq!(
         again.id, created.id,
@@ -327,8 +327,8 @@ async fn job_records_are_compare_and_set_so_concurrent_writers_never_overwrite()
     assert!(now.cancel_requested, "the cancel survived");
     assert_eq!(now.progress.rows, 0);
 
-    let second = web.create(&job("alice"), None).await.unwrap().0;
-    web.create(&job("bob"), None).await.unwrap();
+    let second = web.create(&job("alice"), None, 10).await.unwrap().0;
+    web.create(&job("bob"), None, 10).await.unwrap();
     let list = web.list("alice", 10).await.unwrap();
     assert_eq!(
         list.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
