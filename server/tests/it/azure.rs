@@ -466,3 +466,60 @@ async fn a_web_instance_shows_live_progress_of_a_job_run_by_a_separate_worker() 
     worker.running.shutdown().await.unwrap();
     web.running.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_active_job_limit_is_reserved_atomically_in_azure_records() {
+    let s = settings();
+    let first = AzureJobStore::new(azure::clients(&s).unwrap().jobs);
+    first.ensure().await.unwrap();
+    // Four "instances", each with its own view of the ETags, submit three jobs each at once.
+    let stores: Vec<Arc<AzureJobStore>> = (0..4)
+        .map(|_| Arc::new(AzureJobStore::new(azure::clients(&s).unwrap().jobs)))
+        .collect();
+    let creates = (0..12).map(|i| {
+        let store = stores[i % 4].clone();
+        async move { store.create(&job("alice"), None, 3).await }
+    });
+    let results = futures::future::join_all(creates).await;
+    let accepted: Vec<Job> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(|(j, _)| j.clone()))
+        .collect();
+    let refused = results
+        .iter()
+        .filter(|r| matches!(r, Err(StoreError::LimitReached { .. })))
+        .count();
+    assert_eq!((accepted.len(), refused), (3, 9), "{results:?}");
+    assert_eq!(first.active_count("alice").await.unwrap(), 3);
+    assert_eq!(
+        first.list("alice", 50).await.unwrap().len(),
+        3,
+        "refused jobs were never stored"
+    );
+
+    // A job that ends frees its slot; a retry needs one like a submit.
+    let mut done = first.get(&accepted[0].id).await.unwrap().unwrap();
+    done.give_up(
+        app::jobs::JobError::new(app::jobs::JobErrorCode::QueryFailed, "x"),
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    let done = first.update(&done).await.unwrap();
+    assert_eq!(first.active_count("alice").await.unwrap(), 2);
+    first.create(&job("alice"), None, 3).await.unwrap();
+    let mut again = done.clone();
+    again.reset_for_retry("t2".into()).unwrap();
+    assert!(matches!(
+        first.reactivate(&again, 3).await,
+        Err(StoreError::LimitReached { active: 3 })
+    ));
+    assert_eq!(
+        first.get(&done.id).await.unwrap().unwrap().status,
+        app::jobs::JobStatus::Failed,
+        "the refused retry wrote nothing"
+    );
+    assert!(
+        first.create(&job("bob"), None, 3).await.is_ok(),
+        "limits are per owner"
+    );
+}

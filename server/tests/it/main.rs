@@ -8,6 +8,7 @@ mod azure;
 mod azure_faults;
 mod crash;
 mod http;
+mod limits;
 mod process;
 mod queue;
 mod sources;
