@@ -637,7 +637,7 @@ async fn two_workers_on_a_lapsed_lease_give_one_file_and_one_final_state_and_the
         !blob.contains(&first_token),
         "the record names the winner's file: {blob}"
     );
-    assert_eq!(h.files(), [blob.clone()], "one final file, the winner's");
+    assert_eq!(h.files(), std::slice::from_ref(&blob), "one final file, the winner's");
     assert_eq!(h.partials(), 0, "the loser's partial file is gone");
     assert_eq!(
         h.sha256_of(&blob),
