@@ -637,7 +637,11 @@ async fn two_workers_on_a_lapsed_lease_give_one_file_and_one_final_state_and_the
         !blob.contains(&first_token),
         "the record names the winner's file: {blob}"
     );
-    assert_eq!(h.files(), std::slice::from_ref(&blob), "one final file, the winner's");
+    assert_eq!(
+        h.files(),
+        std::slice::from_ref(&blob),
+        "one final file, the winner's"
+    );
     assert_eq!(h.partials(), 0, "the loser's partial file is gone");
     assert_eq!(
         h.sha256_of(&blob),
@@ -710,4 +714,141 @@ async fn a_panicking_export_fails_its_job_and_the_worker_loop_goes_on() {
         .await
         .expect("the loop stops on shutdown")
         .unwrap();
+}
+
+/// The job store as one worker sees it, with its writes failing on demand (the store is
+/// unreachable from that worker only).
+struct CutOffStore {
+    inner: Arc<dyn server::jobs::JobStore>,
+    cut: std::sync::atomic::AtomicBool,
+}
+
+impl CutOffStore {
+    fn check(&self) -> Result<(), server::jobs::StoreError> {
+        if self.cut.load(Ordering::SeqCst) {
+            return Err(server::jobs::StoreError::Unavailable(
+                "injected: store unreachable".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl server::jobs::JobStore for CutOffStore {
+    async fn create(
+        &self,
+        job: &app::jobs::Job,
+        key: Option<&str>,
+        max_active: usize,
+    ) -> Result<(app::jobs::Job, bool), server::jobs::StoreError> {
+        self.check()?;
+        self.inner.create(job, key, max_active).await
+    }
+    async fn get(&self, id: &str) -> Result<Option<app::jobs::Job>, server::jobs::StoreError> {
+        self.inner.get(id).await
+    }
+    async fn find_by_key(
+        &self,
+        owner: &str,
+        key: &str,
+    ) -> Result<Option<app::jobs::Job>, server::jobs::StoreError> {
+        self.inner.find_by_key(owner, key).await
+    }
+    async fn list(
+        &self,
+        owner: &str,
+        limit: usize,
+    ) -> Result<Vec<app::jobs::Job>, server::jobs::StoreError> {
+        self.inner.list(owner, limit).await
+    }
+    async fn update(
+        &self,
+        job: &app::jobs::Job,
+    ) -> Result<app::jobs::Job, server::jobs::StoreError> {
+        self.check()?;
+        self.inner.update(job).await
+    }
+    async fn reactivate(
+        &self,
+        job: &app::jobs::Job,
+        max_active: usize,
+    ) -> Result<app::jobs::Job, server::jobs::StoreError> {
+        self.check()?;
+        self.inner.reactivate(job, max_active).await
+    }
+    async fn active_count(&self, owner: &str) -> Result<usize, server::jobs::StoreError> {
+        self.inner.active_count(owner).await
+    }
+    async fn finished_before(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<Vec<app::jobs::Job>, server::jobs::StoreError> {
+        self.inner.finished_before(before, limit).await
+    }
+    async fn ping(&self) -> Result<(), server::jobs::StoreError> {
+        self.check()?;
+        self.inner.ping().await
+    }
+}
+
+#[tokio::test]
+async fn a_run_that_cannot_renew_its_lease_stops_before_another_worker_takes_the_job_over() {
+    let h = Harness::new(0, Duration::from_millis(500), u64::MAX, 5).await;
+    let store = Arc::new(CutOffStore {
+        inner: h.service.jobs.store.clone(),
+        cut: std::sync::atomic::AtomicBool::new(false),
+    });
+    let cut_off = Arc::new(Worker::new(
+        h.queue.clone(),
+        Jobs::new(store.clone(), Hub::new()),
+        h.worker.export.clone(),
+        WorkerConfig {
+            visibility: Duration::from_millis(1200),
+            ..h.worker.config.clone()
+        },
+        Arc::new(tokio::sync::Notify::new()),
+    ));
+    let id = h.submit("csv").await;
+    let message = h.next_message().await;
+    let worker = cut_off.clone();
+    let run = tokio::spawn(async move { worker.process(message).await });
+    let started = h.wait_running(&id).await;
+    store.cut.store(true, Ordering::SeqCst);
+
+    let outcome = tokio::time::timeout(Duration::from_secs(5), run)
+        .await
+        .expect("the run stops by itself while its store is unreachable")
+        .unwrap();
+    let stopped = chrono::Utc::now();
+    assert_eq!(outcome, Outcome::LeaseLost);
+    let left = h.job(&id).await;
+    assert_eq!(left.status, JobStatus::Running, "it could write nothing");
+    assert_eq!(left.lease, started.lease);
+    // It gives up a sixth of the lease early; cleaning up may take a moment on a busy machine.
+    assert!(
+        left.lease_expires_at.unwrap() > stopped - chrono::Duration::seconds(1),
+        "it stopped when its lease ran out, not long after: {:?} vs {stopped}",
+        left.lease_expires_at
+    );
+    assert!(
+        h.files().is_empty() && h.partials() == 0,
+        "and left no file"
+    );
+
+    // The message comes back; once the lease has run out, a healthy worker takes over.
+    let healthy = h.second_worker(Duration::from_secs(3));
+    let mut outcomes = Vec::new();
+    for _ in 0..4 {
+        let outcome = healthy.process(h.next_message().await).await;
+        outcomes.push(outcome.clone());
+        if outcome != Outcome::Deferred {
+            break;
+        }
+    }
+    assert_eq!(outcomes.last(), Some(&Outcome::Succeeded), "{outcomes:?}");
+    let job = h.job(&id).await;
+    assert_eq!(job.attempts, started.attempts + 1);
+    assert_eq!(h.files(), [export::blob_name(&job)]);
 }
