@@ -560,11 +560,13 @@ impl Job {
     }
 
     /// The attempt gives the job back unfinished (shutdown): it runs again from the queue.
+    /// The attempt did not fail, so it does not count against the attempt limit.
     pub fn requeue(&mut self, token: &str) -> Result<(), TransitionError> {
         self.held_by(token)?;
         if self.cancel_requested {
             return Err(TransitionError::CancelRequested);
         }
+        self.attempts = self.attempts.saturating_sub(1);
         self.status = JobStatus::Queued;
         self.release_lease();
         Ok(())
@@ -868,6 +870,7 @@ mod tests {
         let mut q = running("a");
         q.requeue("a").unwrap();
         assert_eq!((q.status, q.lease.clone()), (JobStatus::Queued, None));
+        assert_eq!(q.attempts, 0, "a shutdown does not spend an attempt");
         assert_eq!(q.requeue("a"), Err(TransitionError::NotHolder));
     }
 
