@@ -168,8 +168,121 @@ pub struct Progress {
 /// Why a job failed (or was cancelled), in words for the person who asked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobError {
-    pub code: String,
+    pub code: JobErrorCode,
     pub message: String,
+}
+
+impl JobError {
+    pub fn new(code: JobErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// The error of a job cancelled by its owner.
+    pub fn cancelled() -> Self {
+        Self::new(JobErrorCode::Cancelled, "Cancelled at your request.")
+    }
+}
+
+/// The stable, machine-readable reason of a [`JobError`]. It is stored and sent as the same
+/// snake_case word it always was (`"storage_failed"`, …), so records, the API and the page
+/// keep reading it; a word this build does not know (a newer instance wrote it) is kept as is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(from = "String", into = "String")]
+pub enum JobErrorCode {
+    Cancelled,
+    /// The export was tried as often as allowed without finishing.
+    AttemptsExhausted,
+    /// The job could not be put on the queue.
+    QueueUnavailable,
+    /// A bug: the export panicked. Details are in the operator's log.
+    InternalError,
+    StorageFailed,
+    SourceUnavailable,
+    QueryFailed,
+    RowCap,
+    DatasetGone,
+    DatasetChanged,
+    FormatFailed,
+    /// Any other code, kept verbatim.
+    Other(String),
+}
+
+impl JobErrorCode {
+    const KNOWN: [JobErrorCode; 11] = [
+        JobErrorCode::Cancelled,
+        JobErrorCode::AttemptsExhausted,
+        JobErrorCode::QueueUnavailable,
+        JobErrorCode::InternalError,
+        JobErrorCode::StorageFailed,
+        JobErrorCode::SourceUnavailable,
+        JobErrorCode::QueryFailed,
+        JobErrorCode::RowCap,
+        JobErrorCode::DatasetGone,
+        JobErrorCode::DatasetChanged,
+        JobErrorCode::FormatFailed,
+    ];
+
+    pub fn as_str(&self) -> &str {
+        match self {
+            JobErrorCode::Cancelled => "cancelled",
+            JobErrorCode::AttemptsExhausted => "attempts_exhausted",
+            JobErrorCode::QueueUnavailable => "queue_unavailable",
+            JobErrorCode::InternalError => "internal_error",
+            JobErrorCode::StorageFailed => "storage_failed",
+            JobErrorCode::SourceUnavailable => "source_unavailable",
+            JobErrorCode::QueryFailed => "query_failed",
+            JobErrorCode::RowCap => "row_cap",
+            JobErrorCode::DatasetGone => "dataset_gone",
+            JobErrorCode::DatasetChanged => "dataset_changed",
+            JobErrorCode::FormatFailed => "format_failed",
+            JobErrorCode::Other(s) => s,
+        }
+    }
+}
+
+impl From<&str> for JobErrorCode {
+    fn from(s: &str) -> Self {
+        JobErrorCode::KNOWN
+            .into_iter()
+            .find(|c| c.as_str() == s)
+            .unwrap_or_else(|| JobErrorCode::Other(s.to_string()))
+    }
+}
+
+impl From<String> for JobErrorCode {
+    fn from(s: String) -> Self {
+        JobErrorCode::from(s.as_str())
+    }
+}
+
+impl From<JobErrorCode> for String {
+    fn from(c: JobErrorCode) -> Self {
+        match c {
+            JobErrorCode::Other(s) => s,
+            known => known.as_str().to_string(),
+        }
+    }
+}
+
+impl PartialEq<&str> for JobErrorCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<str> for JobErrorCode {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl fmt::Display for JobErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// The finished file.
@@ -182,6 +295,10 @@ pub struct FileFacts {
     pub sha256: String,
     pub content_type: String,
     pub expires_at: DateTime<Utc>,
+    /// The storage name of the file: the attempt that wrote it chose it. Records written
+    /// before attempts had names of their own lack it (their file is named after the job id).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blob: Option<String>,
 }
 
 /// One export job.
@@ -212,6 +329,18 @@ pub struct Job {
     /// Set when the owner asks to cancel a running job; the worker stops soon after.
     #[serde(default)]
     pub cancel_requested: bool,
+    /// The token of the attempt that holds the job while it is `running`: only that attempt
+    /// may write to it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<String>,
+    /// Until when the lease holds unless renewed; a `running` job whose lease has passed was
+    /// left by a worker that died or lost contact, and may be taken over.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    /// Names the one queue message that may start this job: set at submit and renewed by a
+    /// retry, so a message left over from before a cancel is a no-op.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
     /// Bumped by every stored change: the compare-and-set token of the job store.
     #[serde(default)]
     pub revision: u64,
@@ -244,8 +373,276 @@ impl Job {
             error: None,
             file: None,
             cancel_requested: false,
+            lease: None,
+            lease_expires_at: None,
+            ticket: None,
             revision: 0,
         }
+    }
+}
+
+/// The lease of one attempt: its token and until when it holds unless renewed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub token: String,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// A change the job's state does not allow; the record is left as it was.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    #[error("a {status} job cannot {action}")]
+    NotAllowed {
+        action: &'static str,
+        status: JobStatus,
+    },
+    /// The attempt's token is no longer the record's: another attempt took the job over, or
+    /// the job left `running`.
+    #[error("this attempt no longer holds the job")]
+    NotHolder,
+    /// Another attempt holds a live lease on the job.
+    #[error("another attempt holds the job until {until}")]
+    LeaseHeld { until: DateTime<Utc> },
+    /// The owner asked to cancel: the job can only end as cancelled.
+    #[error("the owner asked to cancel the job")]
+    CancelRequested,
+    #[error("a cancel was already requested")]
+    AlreadyRequested,
+}
+
+/// The job's state machine (DESIGN.md, "Job transitions and leases"): every change of status
+/// goes through one of these methods, which refuse what the current state does not allow.
+/// Changes made by a running attempt name its lease token and are refused once the token is
+/// no longer the record's, so a worker that lost its lease can never overwrite the one that
+/// took over.
+impl Job {
+    /// Whether an attempt holds the job with a lease that has not yet run out at `now`.
+    pub fn lease_live(&self, now: DateTime<Utc>) -> bool {
+        self.status == JobStatus::Running
+            && self.lease.is_some()
+            && self.lease_expires_at.is_some_and(|t| t > now)
+    }
+
+    fn held_by(&self, token: &str) -> Result<(), TransitionError> {
+        if self.status == JobStatus::Running && self.lease.as_deref() == Some(token) {
+            Ok(())
+        } else {
+            Err(TransitionError::NotHolder)
+        }
+    }
+
+    fn release_lease(&mut self) {
+        self.lease = None;
+        self.lease_expires_at = None;
+    }
+
+    fn not_allowed(&self, action: &'static str) -> TransitionError {
+        TransitionError::NotAllowed {
+            action,
+            status: self.status,
+        }
+    }
+
+    /// Starts an attempt holding `lease`: from `queued` or `retrying`, or from `running` when
+    /// the previous attempt's lease has run out (its worker died or lost contact).
+    pub fn start_attempt(
+        &mut self,
+        lease: &Lease,
+        now: DateTime<Utc>,
+    ) -> Result<(), TransitionError> {
+        match self.status {
+            JobStatus::Queued | JobStatus::Retrying => {}
+            JobStatus::Running if !self.lease_live(now) => {}
+            JobStatus::Running => {
+                return Err(TransitionError::LeaseHeld {
+                    until: self.lease_expires_at.unwrap_or(now),
+                })
+            }
+            _ => return Err(self.not_allowed("start")),
+        }
+        if self.cancel_requested {
+            return Err(TransitionError::CancelRequested);
+        }
+        self.status = JobStatus::Running;
+        self.attempts += 1;
+        self.started_at = Some(now);
+        self.progress.rows = 0;
+        self.progress.bytes = 0;
+        self.lease = Some(lease.token.clone());
+        self.lease_expires_at = Some(lease.expires_at);
+        Ok(())
+    }
+
+    /// Extends the attempt's lease (its heartbeat).
+    pub fn renew_lease(
+        &mut self,
+        token: &str,
+        expires_at: DateTime<Utc>,
+    ) -> Result<(), TransitionError> {
+        self.held_by(token)?;
+        self.lease_expires_at = Some(expires_at);
+        Ok(())
+    }
+
+    /// Stores how far the attempt has come.
+    pub fn record_progress(
+        &mut self,
+        token: &str,
+        rows: u64,
+        bytes: u64,
+    ) -> Result<(), TransitionError> {
+        self.held_by(token)?;
+        self.progress.rows = rows;
+        self.progress.bytes = bytes;
+        Ok(())
+    }
+
+    /// The attempt failed but another may succeed: the job waits for its back-off.
+    pub fn retrying(&mut self, token: &str, error: JobError) -> Result<(), TransitionError> {
+        self.held_by(token)?;
+        if self.cancel_requested {
+            return Err(TransitionError::CancelRequested);
+        }
+        self.status = JobStatus::Retrying;
+        self.error = Some(error);
+        self.release_lease();
+        Ok(())
+    }
+
+    /// The attempt wrote `file`.
+    pub fn succeed(
+        &mut self,
+        token: &str,
+        file: FileFacts,
+        now: DateTime<Utc>,
+    ) -> Result<(), TransitionError> {
+        self.held_by(token)?;
+        if self.cancel_requested {
+            return Err(TransitionError::CancelRequested);
+        }
+        self.status = JobStatus::Succeeded;
+        self.progress.rows = file.rows;
+        self.progress.bytes = file.bytes;
+        self.file = Some(file);
+        self.error = None;
+        self.finished_at = Some(now);
+        self.release_lease();
+        Ok(())
+    }
+
+    /// The attempt failed for good.
+    pub fn fail(
+        &mut self,
+        token: &str,
+        error: JobError,
+        now: DateTime<Utc>,
+    ) -> Result<(), TransitionError> {
+        self.held_by(token)?;
+        if self.cancel_requested {
+            return Err(TransitionError::CancelRequested);
+        }
+        self.status = JobStatus::Failed;
+        self.error = Some(error);
+        self.finished_at = Some(now);
+        self.release_lease();
+        Ok(())
+    }
+
+    /// The attempt stopped because its owner asked it to.
+    pub fn cancelled(&mut self, token: &str, now: DateTime<Utc>) -> Result<(), TransitionError> {
+        self.held_by(token)?;
+        self.status = JobStatus::Cancelled;
+        self.cancel_requested = true;
+        self.error = Some(JobError::cancelled());
+        self.finished_at = Some(now);
+        self.release_lease();
+        Ok(())
+    }
+
+    /// The attempt gives the job back unfinished (shutdown): it runs again from the queue.
+    /// The attempt did not fail, so it does not count against the attempt limit.
+    pub fn requeue(&mut self, token: &str) -> Result<(), TransitionError> {
+        self.held_by(token)?;
+        if self.cancel_requested {
+            return Err(TransitionError::CancelRequested);
+        }
+        self.attempts = self.attempts.saturating_sub(1);
+        self.status = JobStatus::Queued;
+        self.release_lease();
+        Ok(())
+    }
+
+    /// Fails a job that no attempt holds (too many deliveries, the queue unavailable): from
+    /// `queued`, `retrying`, or `running` with a lease that has run out.
+    pub fn give_up(&mut self, error: JobError, now: DateTime<Utc>) -> Result<(), TransitionError> {
+        match self.status {
+            JobStatus::Queued | JobStatus::Retrying => {}
+            JobStatus::Running if !self.lease_live(now) => {}
+            JobStatus::Running => {
+                return Err(TransitionError::LeaseHeld {
+                    until: self.lease_expires_at.unwrap_or(now),
+                })
+            }
+            _ => return Err(self.not_allowed("be given up")),
+        }
+        self.status = JobStatus::Failed;
+        self.error = Some(error);
+        self.finished_at = Some(now);
+        self.release_lease();
+        Ok(())
+    }
+
+    /// The owner asks to cancel. A job no live attempt holds is cancelled at once; a running
+    /// one is marked, and its attempt ends it as cancelled soon after.
+    pub fn request_cancel(&mut self, now: DateTime<Utc>) -> Result<(), TransitionError> {
+        if self.status.is_final() {
+            return Err(self.not_allowed("be cancelled"));
+        }
+        if self.lease_live(now) {
+            if self.cancel_requested {
+                return Err(TransitionError::AlreadyRequested);
+            }
+            self.cancel_requested = true;
+            return Ok(());
+        }
+        self.cancel_requested = true;
+        self.status = JobStatus::Cancelled;
+        self.error = Some(JobError::cancelled());
+        self.finished_at = Some(now);
+        self.release_lease();
+        Ok(())
+    }
+
+    /// Runs a failed or cancelled job again, as the same job: queued, with a new `ticket`, so
+    /// only the message sent for this retry can start it.
+    pub fn reset_for_retry(&mut self, ticket: String) -> Result<(), TransitionError> {
+        if !matches!(self.status, JobStatus::Failed | JobStatus::Cancelled) {
+            return Err(self.not_allowed("be retried"));
+        }
+        self.status = JobStatus::Queued;
+        self.cancel_requested = false;
+        self.error = None;
+        self.file = None;
+        self.attempts = 0;
+        self.started_at = None;
+        self.finished_at = None;
+        self.progress.rows = 0;
+        self.progress.bytes = 0;
+        self.release_lease();
+        self.ticket = Some(ticket);
+        Ok(())
+    }
+
+    /// A finished job past its retention time: its file is gone.
+    pub fn expire(&mut self) -> Result<(), TransitionError> {
+        if !matches!(
+            self.status,
+            JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
+        ) {
+            return Err(self.not_allowed("expire"));
+        }
+        self.status = JobStatus::Expired;
+        Ok(())
     }
 }
 
@@ -269,6 +666,326 @@ mod tests {
     fn final_and_active_statuses_partition_the_life_cycle() {
         for s in JobStatus::ALL {
             assert_ne!(s.is_final(), s.is_active(), "{s}");
+        }
+    }
+
+    fn job() -> Job {
+        Job::queued(
+            "j1",
+            "alice",
+            "orders",
+            ExportFormat::Csv,
+            vec!["id".into()],
+        )
+    }
+
+    fn at(secs: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(1_800_000_000 + secs, 0).unwrap()
+    }
+
+    fn lease(token: &str, until: i64) -> Lease {
+        Lease {
+            token: token.into(),
+            expires_at: at(until),
+        }
+    }
+
+    fn file() -> FileFacts {
+        FileFacts {
+            name: "orders.csv".into(),
+            bytes: 10,
+            rows: 2,
+            sha256: "00".into(),
+            content_type: "text/csv".into(),
+            expires_at: at(1000),
+            blob: Some("j1.a.csv".into()),
+        }
+    }
+
+    fn error() -> JobError {
+        JobError::new(JobErrorCode::StorageFailed, "disk away")
+    }
+
+    fn running(token: &str) -> Job {
+        let mut j = job();
+        j.start_attempt(&lease(token, 30), at(0)).unwrap();
+        j
+    }
+
+    #[test]
+    fn error_codes_serialise_to_the_words_the_api_always_showed() {
+        for code in JobErrorCode::KNOWN {
+            let word = code.as_str().to_string();
+            assert_eq!(
+                serde_json::to_value(&code).unwrap(),
+                serde_json::json!(word)
+            );
+            assert_eq!(
+                serde_json::from_value::<JobErrorCode>(serde_json::json!(word)).unwrap(),
+                code
+            );
+        }
+        let e: JobError = serde_json::from_str(r#"{"code":"row_width","message":"m"}"#).unwrap();
+        assert_eq!(e.code, JobErrorCode::Other("row_width".into()));
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"code":"row_width","message":"m"}"#
+        );
+        assert_eq!(
+            JobErrorCode::from("storage_failed"),
+            JobErrorCode::StorageFailed
+        );
+        assert!(JobErrorCode::Cancelled == "cancelled");
+    }
+
+    #[test]
+    fn records_written_before_leases_still_load() {
+        let mut value = serde_json::to_value(job()).unwrap();
+        for field in [
+            "lease",
+            "lease_expires_at",
+            "ticket",
+            "revision",
+            "cancel_requested",
+        ] {
+            value.as_object_mut().unwrap().remove(field);
+        }
+        let old: Job = serde_json::from_value(value).unwrap();
+        assert_eq!(old.lease, None);
+        assert_eq!(old.ticket, None);
+        let mut f = serde_json::to_value(file()).unwrap();
+        f.as_object_mut().unwrap().remove("blob");
+        assert_eq!(serde_json::from_value::<FileFacts>(f).unwrap().blob, None);
+    }
+
+    #[test]
+    fn an_attempt_starts_from_queued_or_retrying_and_holds_a_lease() {
+        let j = running("a");
+        assert_eq!(j.status, JobStatus::Running);
+        assert_eq!(j.attempts, 1);
+        assert_eq!(j.lease.as_deref(), Some("a"));
+        assert_eq!(j.lease_expires_at, Some(at(30)));
+        assert!(j.lease_live(at(29)) && !j.lease_live(at(30)));
+
+        let mut r = running("a");
+        r.retrying("a", error()).unwrap();
+        assert_eq!(r.status, JobStatus::Retrying);
+        assert_eq!(r.lease, None);
+        r.start_attempt(&lease("b", 60), at(40)).unwrap();
+        assert_eq!((r.status, r.attempts), (JobStatus::Running, 2));
+    }
+
+    #[test]
+    fn a_running_job_is_taken_over_only_once_its_lease_has_run_out() {
+        let mut j = running("a");
+        assert_eq!(
+            j.start_attempt(&lease("b", 60), at(29)),
+            Err(TransitionError::LeaseHeld { until: at(30) })
+        );
+        assert_eq!(j.lease.as_deref(), Some("a"), "refused: unchanged");
+        j.start_attempt(&lease("b", 60), at(31)).unwrap();
+        assert_eq!((j.lease.as_deref(), j.attempts), (Some("b"), 2));
+        // The first attempt's writes are now refused, whatever they are.
+        let mut stale = j.clone();
+        assert_eq!(
+            stale.record_progress("a", 5, 5),
+            Err(TransitionError::NotHolder)
+        );
+        assert_eq!(
+            stale.renew_lease("a", at(90)),
+            Err(TransitionError::NotHolder)
+        );
+        assert_eq!(
+            stale.succeed("a", file(), at(40)),
+            Err(TransitionError::NotHolder)
+        );
+        assert_eq!(
+            stale.fail("a", error(), at(40)),
+            Err(TransitionError::NotHolder)
+        );
+        assert_eq!(
+            stale.retrying("a", error()),
+            Err(TransitionError::NotHolder)
+        );
+        assert_eq!(
+            stale.cancelled("a", at(40)),
+            Err(TransitionError::NotHolder)
+        );
+        assert_eq!(stale.requeue("a"), Err(TransitionError::NotHolder));
+        assert_eq!(stale, j, "nothing was changed by the refused writes");
+    }
+
+    #[test]
+    fn final_and_cancelled_jobs_never_start() {
+        for status in [
+            JobStatus::Succeeded,
+            JobStatus::Failed,
+            JobStatus::Cancelled,
+            JobStatus::Expired,
+        ] {
+            let mut j = job();
+            j.status = status;
+            assert_eq!(
+                j.start_attempt(&lease("a", 30), at(0)),
+                Err(TransitionError::NotAllowed {
+                    action: "start",
+                    status
+                })
+            );
+        }
+        let mut j = running("a");
+        j.request_cancel(at(1)).unwrap();
+        j.lease_expires_at = Some(at(0));
+        assert_eq!(
+            j.start_attempt(&lease("b", 60), at(5)),
+            Err(TransitionError::CancelRequested)
+        );
+    }
+
+    #[test]
+    fn the_holder_records_progress_renews_and_succeeds() {
+        let mut j = running("a");
+        j.record_progress("a", 7, 70).unwrap();
+        j.renew_lease("a", at(45)).unwrap();
+        assert_eq!((j.progress.rows, j.lease_expires_at), (7, Some(at(45))));
+        j.succeed("a", file(), at(50)).unwrap();
+        assert_eq!(j.status, JobStatus::Succeeded);
+        assert_eq!((j.progress.rows, j.progress.bytes), (2, 10));
+        assert_eq!(j.finished_at, Some(at(50)));
+        assert_eq!((j.lease.clone(), j.lease_expires_at), (None, None));
+        assert_eq!(j.file.as_ref().unwrap().blob.as_deref(), Some("j1.a.csv"));
+        assert_eq!(
+            j.succeed("a", file(), at(51)),
+            Err(TransitionError::NotHolder)
+        );
+    }
+
+    #[test]
+    fn the_holder_fails_or_requeues_the_job() {
+        let mut j = running("a");
+        j.fail("a", error(), at(3)).unwrap();
+        assert_eq!((j.status, j.finished_at), (JobStatus::Failed, Some(at(3))));
+        assert_eq!(j.error, Some(error()));
+
+        let mut q = running("a");
+        q.requeue("a").unwrap();
+        assert_eq!((q.status, q.lease.clone()), (JobStatus::Queued, None));
+        assert_eq!(q.attempts, 0, "a shutdown does not spend an attempt");
+        assert_eq!(q.requeue("a"), Err(TransitionError::NotHolder));
+    }
+
+    #[test]
+    fn a_requested_cancel_wins_over_every_other_ending_of_the_attempt() {
+        let mut j = running("a");
+        j.request_cancel(at(1)).unwrap();
+        assert_eq!((j.status, j.cancel_requested), (JobStatus::Running, true));
+        assert_eq!(
+            j.request_cancel(at(2)),
+            Err(TransitionError::AlreadyRequested)
+        );
+        assert_eq!(
+            j.succeed("a", file(), at(3)),
+            Err(TransitionError::CancelRequested)
+        );
+        assert_eq!(
+            j.fail("a", error(), at(3)),
+            Err(TransitionError::CancelRequested)
+        );
+        assert_eq!(
+            j.retrying("a", error()),
+            Err(TransitionError::CancelRequested)
+        );
+        assert_eq!(j.requeue("a"), Err(TransitionError::CancelRequested));
+        j.cancelled("a", at(4)).unwrap();
+        assert_eq!(j.status, JobStatus::Cancelled);
+        assert_eq!(j.error.as_ref().unwrap().code, JobErrorCode::Cancelled);
+    }
+
+    #[test]
+    fn a_cancel_ends_a_job_no_live_attempt_holds_at_once() {
+        for status in [JobStatus::Queued, JobStatus::Retrying] {
+            let mut j = job();
+            j.status = status;
+            j.request_cancel(at(1)).unwrap();
+            assert_eq!(
+                (j.status, j.finished_at),
+                (JobStatus::Cancelled, Some(at(1)))
+            );
+        }
+        let mut orphan = running("a");
+        orphan.request_cancel(at(31)).unwrap();
+        assert_eq!(orphan.status, JobStatus::Cancelled, "its worker is gone");
+        assert_eq!(orphan.lease, None);
+        let mut done = job();
+        done.status = JobStatus::Succeeded;
+        assert!(matches!(
+            done.request_cancel(at(1)),
+            Err(TransitionError::NotAllowed { .. })
+        ));
+    }
+
+    #[test]
+    fn giving_up_is_only_for_jobs_no_live_attempt_holds() {
+        let mut j = job();
+        j.give_up(error(), at(1)).unwrap();
+        assert_eq!(j.status, JobStatus::Failed);
+        let mut held = running("a");
+        assert!(matches!(
+            held.give_up(error(), at(1)),
+            Err(TransitionError::LeaseHeld { .. })
+        ));
+        held.give_up(error(), at(31)).unwrap();
+        assert_eq!(held.status, JobStatus::Failed);
+        assert!(matches!(
+            j.give_up(error(), at(2)),
+            Err(TransitionError::NotAllowed { .. })
+        ));
+    }
+
+    #[test]
+    fn a_retry_resets_a_failed_or_cancelled_job_under_a_new_ticket() {
+        let mut j = running("a");
+        j.fail("a", error(), at(3)).unwrap();
+        j.ticket = Some("t1".into());
+        j.reset_for_retry("t2".into()).unwrap();
+        assert_eq!(j.status, JobStatus::Queued);
+        assert_eq!(
+            (j.attempts, j.error.clone(), j.finished_at),
+            (0, None, None)
+        );
+        assert_eq!(j.ticket.as_deref(), Some("t2"));
+        for status in [
+            JobStatus::Queued,
+            JobStatus::Running,
+            JobStatus::Retrying,
+            JobStatus::Succeeded,
+            JobStatus::Expired,
+        ] {
+            let mut k = job();
+            k.status = status;
+            assert!(
+                matches!(
+                    k.reset_for_retry("t".into()),
+                    Err(TransitionError::NotAllowed { .. })
+                ),
+                "{status}"
+            );
+        }
+    }
+
+    #[test]
+    fn only_finished_jobs_expire() {
+        for status in JobStatus::ALL {
+            let mut j = job();
+            j.status = status;
+            let ok = matches!(
+                status,
+                JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled
+            );
+            assert_eq!(j.expire().is_ok(), ok, "{status}");
+            if ok {
+                assert_eq!(j.status, JobStatus::Expired);
+            }
         }
     }
 

@@ -46,6 +46,8 @@ pub struct Counters {
 /// A finished file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ExportOutput {
+    /// The blob the file was written to.
+    pub blob: String,
     pub bytes: u64,
     pub rows: u64,
     pub sha256: String,
@@ -73,15 +75,31 @@ impl ExportFailure {
     }
 }
 
-/// The blob name of a job's file: derived from the job id only, so a retry overwrites and user
-/// text never becomes a path.
+/// The blob name of a job's file, made only of the job id and the attempt's lease token (both
+/// made by the server), so user text never becomes a path. The name recorded in the file
+/// facts wins: it is the name the attempt that succeeded wrote. A running attempt writes
+/// under a name of its own, so two attempts that overlap (one lost its lease) never write the
+/// same blob or the same blocks, and the record always points at the winner's bytes. Records
+/// from before attempts had names use the job id alone.
 pub fn blob_name(job: &Job) -> String {
-    let ext = job.format.extension();
-    if job.gzip && job.format.can_gzip() {
-        format!("{}.{ext}.gz", job.id)
-    } else {
-        format!("{}.{ext}", job.id)
+    if let Some(blob) = job.file.as_ref().and_then(|f| f.blob.clone()) {
+        return blob;
     }
+    let ext = job.format.extension();
+    let gz = if job.gzip && job.format.can_gzip() {
+        ".gz"
+    } else {
+        ""
+    };
+    match job.lease.as_deref().filter(|t| valid_token(t)) {
+        Some(token) => format!("{}.{token}.{ext}{gz}", job.id),
+        None => format!("{}.{ext}{gz}", job.id),
+    }
+}
+
+/// Lease tokens are made by the worker (hex); anything else never reaches a blob name.
+fn valid_token(token: &str) -> bool {
+    !token.is_empty() && token.len() <= 64 && token.bytes().all(|b| b.is_ascii_alphanumeric())
 }
 
 /// The name offered to the browser: dataset and date, never anything the user typed.
@@ -181,6 +199,7 @@ pub async fn run(
         filename: download_name(job),
     };
     let name = blob_name(job);
+    let written_name = name.clone();
     let blobs = ctx.blobs.clone();
     let upload_cancel = cancel.clone();
     let upload = tokio::spawn(async move {
@@ -240,6 +259,7 @@ pub async fn run(
         return Err(storage_failed(e));
     }
     Ok(ExportOutput {
+        blob: written_name,
         bytes,
         rows: counters.rows.load(Ordering::Relaxed),
         sha256,

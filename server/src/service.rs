@@ -4,13 +4,13 @@
 use crate::blobs::{BlobError, BlobMeta, BlobStore, Download};
 use crate::catalog::{Catalog, FieldError};
 use crate::export;
-use crate::jobs::{Jobs, StoreError};
+use crate::jobs::{ChangeError, Jobs, StoreError};
 use crate::queue::{JobMessage, Queue};
 use crate::source::{Param, Value};
 use crate::worker::Worker;
 use app::catalog::DatasetInfo;
 use app::error::{ApiError, ErrorCode};
-use app::jobs::{ExportRequest, Job, JobError, JobStatus, Preview, Progress};
+use app::jobs::{ExportRequest, Job, JobError, JobErrorCode, JobStatus, Preview, TransitionError};
 use chrono::Utc;
 use futures::StreamExt;
 use std::collections::HashMap;
@@ -63,6 +63,10 @@ fn store_error(e: StoreError) -> ApiError {
             ErrorCode::Conflict,
             "The export changed at the same moment; try again.",
         ),
+        StoreError::LimitReached { active } => ApiError::new(
+            ErrorCode::TooManyRequests,
+            format!("You already have {active} exports in progress. Wait for one to finish or cancel one."),
+        ),
         StoreError::Unavailable(cause) => {
             tracing::error!("job store unavailable: {cause}");
             ApiError::new(
@@ -71,6 +75,11 @@ fn store_error(e: StoreError) -> ApiError {
             )
         }
     }
+}
+
+/// A fresh ticket: only the queue message that carries it may start the job.
+fn new_ticket() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }
 
 fn not_found() -> ApiError {
@@ -298,18 +307,22 @@ impl Service {
         job.gzip = req.gzip;
         job.params = checked.params_json;
         job.progress.total_rows = total_rows;
+        job.ticket = Some(new_ticket());
+        // The store counts and inserts atomically: `ensure_room` above only saves the
+        // estimate's cost when the user is clearly at the limit.
         let (job, created) = self
             .jobs
-            .create(&job, idempotency_key)
+            .create(&job, idempotency_key, self.limits.max_active_jobs)
             .await
-            .map_err(store_error)?;
+            .map_err(|e| self.limit_error(e))?;
         if created {
             self.enqueue(&job).await?;
         }
         Ok((job, created))
     }
 
-    /// Refuses a new run when the user already has the most active exports allowed.
+    /// Refuses a new run early when the user already has the most active exports allowed.
+    /// Not a guarantee (another submit may be on its way): the store's reservation is.
     async fn ensure_room(&self, user: &str) -> Result<(), ApiError> {
         let active = self
             .jobs
@@ -318,15 +331,22 @@ impl Service {
             .await
             .map_err(store_error)?;
         if active >= self.limits.max_active_jobs {
-            return Err(ApiError::new(
+            return Err(self.limit_error(StoreError::LimitReached { active }));
+        }
+        Ok(())
+    }
+
+    fn limit_error(&self, e: StoreError) -> ApiError {
+        match e {
+            StoreError::LimitReached { active } => ApiError::new(
                 ErrorCode::TooManyRequests,
                 format!(
                     "You already have {active} exports in progress (the limit is {}). Wait for one to finish or cancel one.",
                     self.limits.max_active_jobs
                 ),
-            ));
+            ),
+            other => store_error(other),
         }
-        Ok(())
     }
 
     async fn find_by_key(&self, user: &str, key: &str) -> Result<Option<Job>, ApiError> {
@@ -338,23 +358,16 @@ impl Service {
     }
 
     async fn enqueue(&self, job: &Job) -> Result<(), ApiError> {
-        if let Err(e) = self
-            .queue
-            .send(&JobMessage::new(&job.id).encode(), Duration::ZERO)
-            .await
-        {
+        let message = JobMessage::for_job(job);
+        if let Err(e) = self.queue.send(&message.encode(), Duration::ZERO).await {
             tracing::error!(job = %job.id, "cannot queue the job: {e}");
+            let error = JobError::new(
+                JobErrorCode::QueueUnavailable,
+                "The export could not be queued; try again.",
+            );
             let _ = self
                 .jobs
-                .modify(&job.id, |j| {
-                    j.status = JobStatus::Failed;
-                    j.finished_at = Some(Utc::now());
-                    j.error = Some(JobError {
-                        code: "queue_unavailable".into(),
-                        message: "The export could not be queued; try again.".into(),
-                    });
-                    true
-                })
+                .transition(&job.id, |j| j.give_up(error.clone(), Utc::now()))
                 .await;
             return Err(ApiError::new(
                 ErrorCode::Unavailable,
@@ -383,76 +396,53 @@ impl Service {
 
     pub async fn cancel(&self, user: &str, id: &str) -> Result<Job, ApiError> {
         self.get(user, id).await?;
-        let job = self
+        let job = match self
             .jobs
-            .modify(id, |j| {
-                if j.status.is_final() || j.cancel_requested {
-                    return false;
-                }
-                j.cancel_requested = true;
-                // A job no worker holds yet ends at once; a running one ends when its worker stops.
-                if j.status != JobStatus::Running {
-                    j.status = JobStatus::Cancelled;
-                    j.finished_at = Some(Utc::now());
-                    j.error = Some(JobError {
-                        code: "cancelled".into(),
-                        message: "Cancelled at your request.".into(),
-                    });
-                }
-                true
-            })
+            .transition(id, |j| j.request_cancel(Utc::now()))
             .await
-            .map_err(store_error)?;
+        {
+            Ok(job) => job,
+            // Asking twice, or after it ended as cancelled, is not an error.
+            Err(ChangeError::Refused { reason, job })
+                if reason == TransitionError::AlreadyRequested
+                    || job.status == JobStatus::Cancelled =>
+            {
+                return Ok(*job)
+            }
+            Err(ChangeError::Refused { job, .. }) => {
+                return Err(ApiError::new(
+                    ErrorCode::Conflict,
+                    format!("The export has already {}.", job.status),
+                ))
+            }
+            Err(ChangeError::Store(e)) => return Err(store_error(e)),
+        };
         tracing::info!(job = %id, status = %job.status, "cancel requested");
         if let Some(worker) = &self.worker {
             worker.cancel_local(id);
         }
-        if job.status.is_final() && job.status != JobStatus::Cancelled && !job.cancel_requested {
-            return Err(ApiError::new(
-                ErrorCode::Conflict,
-                format!("The export has already {}.", job.status),
-            ));
-        }
         Ok(job)
     }
 
-    /// Runs a failed or cancelled export again, as the same job.
+    /// Runs a failed or cancelled export again, as the same job, under a new ticket: a
+    /// message still on the queue from before its cancel can no longer start it.
     pub async fn retry(&self, user: &str, id: &str) -> Result<Job, ApiError> {
-        let job = self.get(user, id).await?;
-        if !matches!(job.status, JobStatus::Failed | JobStatus::Cancelled) {
-            return Err(ApiError::new(
+        self.get(user, id).await?;
+        let refused = || {
+            ApiError::new(
                 ErrorCode::Conflict,
                 "Only failed or cancelled exports can be retried.",
-            ));
-        }
-        self.ensure_room(user).await?;
-        let job = self
+            )
+        };
+        let job = match self
             .jobs
-            .modify(id, |j| {
-                if !matches!(j.status, JobStatus::Failed | JobStatus::Cancelled) {
-                    return false;
-                }
-                j.status = JobStatus::Queued;
-                j.cancel_requested = false;
-                j.error = None;
-                j.attempts = 0;
-                j.started_at = None;
-                j.finished_at = None;
-                j.progress = Progress {
-                    rows: 0,
-                    bytes: 0,
-                    total_rows: j.progress.total_rows,
-                };
-                true
-            })
+            .retry(id, &new_ticket(), self.limits.max_active_jobs)
             .await
-            .map_err(store_error)?;
-        if job.status != JobStatus::Queued {
-            return Err(ApiError::new(
-                ErrorCode::Conflict,
-                "Only failed or cancelled exports can be retried.",
-            ));
-        }
+        {
+            Ok(job) => job,
+            Err(ChangeError::Refused { .. }) => return Err(refused()),
+            Err(ChangeError::Store(e)) => return Err(self.limit_error(e)),
+        };
         self.enqueue(&job).await?;
         Ok(job)
     }

@@ -39,9 +39,11 @@ fn io(what: &str, e: azure_core::Error) -> BlobError {
     }
 }
 
-/// Block ids must all have the same length within a blob.
-fn block_id(n: usize) -> Vec<u8> {
-    format!("{n:010}").into_bytes()
+/// Block ids must all have the same length within a blob. Each write has a random prefix of
+/// its own, so two writers of one name (which the worker never lets happen) still could not
+/// commit each other's blocks.
+fn block_id(write: &str, n: usize) -> Vec<u8> {
+    format!("{write}-{n:010}").into_bytes()
 }
 
 impl AzureBlobStore {
@@ -125,6 +127,7 @@ impl BlobStore for AzureBlobStore {
         mut body: ByteStream,
     ) -> Result<u64, BlobError> {
         let blob = self.container.blob_client(name).block_blob_client();
+        let write = uuid::Uuid::new_v4().simple().to_string();
         let mut ids: Vec<Vec<u8>> = Vec::new();
         let mut in_flight = FuturesUnordered::new();
         let mut buffer = BytesMut::with_capacity(BLOCK_BYTES);
@@ -148,7 +151,7 @@ impl BlobStore for AzureBlobStore {
                 continue;
             }
             let block: Bytes = buffer.split().freeze();
-            let id = block_id(ids.len());
+            let id = block_id(&write, ids.len());
             ids.push(id.clone());
             let blob = &blob;
             in_flight.push(async move {

@@ -119,22 +119,22 @@ impl Catalog {
 
     /// Builds the catalogue from TOML text; relative SQLite paths are resolved against `base`.
     pub async fn from_toml(text: &str, base: &Path) -> Result<Catalog, String> {
-        Self::from_toml_with_sources(text, base, Vec::new()).await
+        Self::from_toml_with_sources(text, base, HashMap::new()).await
     }
 
-    /// Like [`Catalog::from_toml`], with sources already opened that datasets may name besides
-    /// the file's own: how tests put a misbehaving database behind the real pipeline.
+    /// Like `from_toml`, with sources made by the caller (embedding programs and tests bring
+    /// their own `Source`) beside those the TOML declares; datasets name either kind.
     pub async fn from_toml_with_sources(
         text: &str,
         base: &Path,
-        opened: Vec<(String, Arc<dyn Source>)>,
+        provided: HashMap<String, Arc<dyn Source>>,
     ) -> Result<Catalog, String> {
         let spec: FileSpec =
             toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
         if spec.datasets.is_empty() {
             return Err("declares no datasets (add at least one [[datasets]] table)".into());
         }
-        let mut sources: HashMap<String, Arc<dyn Source>> = opened.into_iter().collect();
+        let mut sources: HashMap<String, Arc<dyn Source>> = provided;
         for (name, s) in &spec.sources {
             let options = SourceOptions {
                 max_connections: s.max_connections.unwrap_or(4).max(1),

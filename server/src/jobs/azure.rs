@@ -5,6 +5,15 @@
 //! (`owners/<owner hash>/<id>`), idempotency keys through `keys/<owner hash>/<key hash>`; user
 //! text never becomes part of a blob name.
 //!
+//! The per-user limit of active jobs is kept in one small record per owner
+//! (`active/<owner hash>.json`: the ids of the owner's active jobs), changed only with ETag
+//! conditions: a job is added to it before its record becomes active (submit, retry) and
+//! removed once the record is final. Two submits that race both read the same version; only
+//! one write of it succeeds, the other reads again and sees the new count. Each submit costs
+//! a read and a write of that record, whatever the number of jobs; an entry left behind by a
+//! process that died between the two writes is dropped when the record is full and the
+//! entry's job turns out to be final or missing.
+//!
 //! Reads are conditional on the last ETag seen (If-None-Match): a web instance that follows
 //! running jobs pays a 304 with no body for every record that did not change.
 
@@ -19,9 +28,36 @@ use azure_storage_blob::models::{
 use azure_storage_blob::BlobContainerClient;
 use chrono::{DateTime, Utc};
 use futures::{StreamExt, TryStreamExt};
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::Duration;
+
+/// How often a conditional write of an owner's active record is tried before giving up.
+const RESERVE_TRIES: usize = 64;
+/// An entry younger than this is never dropped as stale: its job record may still be on its
+/// way.
+const STALE_AFTER: chrono::TimeDelta = chrono::TimeDelta::seconds(120);
+
+/// The owner's active jobs (`active/<owner hash>.json`).
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct ActiveRecord {
+    jobs: Vec<ActiveEntry>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct ActiveEntry {
+    id: String,
+    at: DateTime<Utc>,
+}
+
+/// A short random pause before trying a conditional write again, so racing writers spread out.
+async fn backoff(try_no: usize) {
+    let ms = (5 * (try_no as u64 + 1)).min(100);
+    let jitter = rand::random::<u64>() % (ms + 1);
+    tokio::time::sleep(Duration::from_millis(ms / 2 + jitter)).await;
+}
 
 pub struct AzureJobStore {
     container: BlobContainerClient,
@@ -145,6 +181,112 @@ impl AzureJobStore {
         }
     }
 
+    fn active_name(owner: &str) -> String {
+        format!("active/{}.json", hashed(owner))
+    }
+
+    async fn read_active(&self, owner: &str) -> Result<(ActiveRecord, Option<Etag>), StoreError> {
+        match self.read_text(&Self::active_name(owner)).await? {
+            None => Ok((ActiveRecord::default(), None)),
+            Some((body, etag)) => {
+                let record = serde_json::from_slice(&body).map_err(|e| {
+                    StoreError::Unavailable(format!("unreadable active-jobs record: {e}"))
+                })?;
+                Ok((record, etag))
+            }
+        }
+    }
+
+    /// Writes the record if it is still the version read (`etag`), or creates it if none was.
+    async fn write_active(
+        &self,
+        owner: &str,
+        record: &ActiveRecord,
+        etag: Option<Etag>,
+    ) -> Result<(), StoreError> {
+        let body = serde_json::to_vec(record).expect("records serialise");
+        let create_only = etag.is_none();
+        self.put(&Self::active_name(owner), body, create_only, etag)
+            .await
+            .map(|_| ())
+    }
+
+    /// Adds `id` to the owner's active jobs if there is room for it (or it is there already).
+    async fn reserve(&self, owner: &str, id: &str, max_active: usize) -> Result<(), StoreError> {
+        for try_no in 0..RESERVE_TRIES {
+            let (mut record, etag) = self.read_active(owner).await?;
+            if record.jobs.iter().any(|e| e.id == id) {
+                return Ok(());
+            }
+            if record.jobs.len() >= max_active {
+                self.drop_stale(&mut record).await?;
+                if record.jobs.len() >= max_active {
+                    return Err(StoreError::LimitReached {
+                        active: record.jobs.len(),
+                    });
+                }
+            }
+            record.jobs.push(ActiveEntry {
+                id: id.to_string(),
+                at: Utc::now(),
+            });
+            match self.write_active(owner, &record, etag).await {
+                Ok(()) => return Ok(()),
+                Err(StoreError::Conflict) => backoff(try_no).await,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Conflict)
+    }
+
+    /// Removes entries whose job is final or gone (left by a process that died between
+    /// writing the job and the active record); only called on a full record, so it reads at
+    /// most `max_active` job records.
+    async fn drop_stale(&self, record: &mut ActiveRecord) -> Result<(), StoreError> {
+        let now = Utc::now();
+        let mut kept = Vec::with_capacity(record.jobs.len());
+        for entry in record.jobs.drain(..) {
+            if now - entry.at < STALE_AFTER {
+                kept.push(entry);
+                continue;
+            }
+            match self.get(&entry.id).await {
+                Ok(Some(job)) if !job.status.is_active() => {}
+                Ok(None) | Err(StoreError::NotFound) => {}
+                Ok(Some(_)) => kept.push(entry),
+                Err(e) => return Err(e),
+            }
+        }
+        record.jobs = kept;
+        Ok(())
+    }
+
+    /// Removes `id` from the owner's active jobs.
+    async fn release(&self, owner: &str, id: &str) -> Result<(), StoreError> {
+        for try_no in 0..RESERVE_TRIES {
+            let (mut record, etag) = self.read_active(owner).await?;
+            let before = record.jobs.len();
+            record.jobs.retain(|e| e.id != id);
+            if record.jobs.len() == before {
+                return Ok(());
+            }
+            match self.write_active(owner, &record, etag).await {
+                Ok(()) => return Ok(()),
+                Err(StoreError::Conflict) => backoff(try_no).await,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Conflict)
+    }
+
+    /// Releases after a write that ended the job; a failure only leaves an entry that the
+    /// next full reservation drops.
+    async fn release_logged(&self, owner: &str, id: &str) {
+        if let Err(e) = self.release(owner, id).await {
+            tracing::warn!(job = %id, "cannot update the owner's active jobs: {e}");
+        }
+    }
+
     async fn get_many(&self, ids: Vec<String>) -> Result<Vec<Job>, StoreError> {
         let jobs: Vec<Result<Option<Job>, StoreError>> = futures::stream::iter(ids)
             .map(|id| async move { self.get(&id).await })
@@ -165,35 +307,54 @@ impl JobStore for AzureJobStore {
         &self,
         job: &Job,
         idempotency_key: Option<&str>,
+        max_active: usize,
     ) -> Result<(Job, bool), StoreError> {
         let owner = hashed(&job.owner);
+        let name = record_name(&job.id)?;
         if let Some(key) = idempotency_key {
-            let name = format!("keys/{owner}/{}", hashed(key));
-            match self
-                .put(&name, job.id.clone().into_bytes(), true, None)
-                .await
-            {
-                Ok(_) => {}
-                Err(StoreError::Conflict) => {
-                    return match self.find_by_key(&job.owner, key).await? {
-                        Some(existing) => Ok((existing, false)),
-                        None => Err(StoreError::Conflict),
-                    };
-                }
-                Err(e) => return Err(e),
+            // A repeated submit returns the first job even when the owner is at the limit.
+            if let Some(existing) = self.find_by_key(&job.owner, key).await? {
+                return Ok((existing, false));
             }
         }
-        let mut job = job.clone();
-        job.revision = 1;
-        let name = record_name(&job.id)?;
-        let etag = self
-            .put(
+        let limited = job.status.is_active() && max_active != usize::MAX;
+        if limited {
+            self.reserve(&job.owner, &job.id, max_active).await?;
+        }
+        let written: Result<Option<Etag>, StoreError> = async {
+            if let Some(key) = idempotency_key {
+                let key_name = format!("keys/{owner}/{}", hashed(key));
+                self.put(&key_name, job.id.clone().into_bytes(), true, None)
+                    .await?;
+            }
+            let mut record = job.clone();
+            record.revision = 1;
+            self.put(
                 &name,
-                serde_json::to_vec(&job).expect("jobs serialise"),
+                serde_json::to_vec(&record).expect("jobs serialise"),
                 true,
                 None,
             )
-            .await?;
+            .await
+        }
+        .await;
+        let etag = match written {
+            Ok(etag) => etag,
+            Err(e) => {
+                if limited {
+                    self.release_logged(&job.owner, &job.id).await;
+                }
+                if let (StoreError::Conflict, Some(key)) = (&e, idempotency_key) {
+                    // The same key won a race with this submit: that job is the answer.
+                    if let Some(existing) = self.find_by_key(&job.owner, key).await? {
+                        return Ok((existing, false));
+                    }
+                }
+                return Err(e);
+            }
+        };
+        let mut job = job.clone();
+        job.revision = 1;
         self.put(
             &format!("owners/{owner}/{}", job.id),
             Vec::new(),
@@ -276,19 +437,23 @@ impl JobStore for AzureJobStore {
     async fn update(&self, job: &Job) -> Result<Job, StoreError> {
         let name = record_name(&job.id)?;
         let cached = self.seen.lock().expect("lock").get(&job.id).cloned();
-        let etag = match cached {
-            Some((etag, stored)) if stored.revision == job.revision => etag,
+        let (etag, was_active) = match cached {
+            Some((etag, stored)) if stored.revision == job.revision => {
+                (etag, stored.status.is_active())
+            }
             _ => {
                 let current = self.get(&job.id).await?.ok_or(StoreError::NotFound)?;
                 if current.revision != job.revision {
                     return Err(StoreError::Conflict);
                 }
-                self.seen
+                let etag = self
+                    .seen
                     .lock()
                     .expect("lock")
                     .get(&job.id)
                     .map(|(e, _)| e.clone())
-                    .ok_or(StoreError::Conflict)?
+                    .ok_or(StoreError::Conflict)?;
+                (etag, current.status.is_active())
             }
         };
         let mut next = job.clone();
@@ -307,16 +472,33 @@ impl JobStore for AzureJobStore {
                 .expect("lock")
                 .insert(job.id.clone(), (etag, next.clone()));
         }
+        if was_active && !next.status.is_active() {
+            self.release_logged(&next.owner, &next.id).await;
+        }
         Ok(next)
     }
 
+    async fn reactivate(&self, job: &Job, max_active: usize) -> Result<Job, StoreError> {
+        let limited = job.status.is_active() && max_active != usize::MAX;
+        if limited {
+            self.reserve(&job.owner, &job.id, max_active).await?;
+        }
+        match self.update(job).await {
+            Ok(stored) => Ok(stored),
+            Err(e) => {
+                // Keep the entry if a concurrent retry made the job active after all.
+                let active_now =
+                    matches!(self.get(&job.id).await, Ok(Some(j)) if j.status.is_active());
+                if limited && !active_now {
+                    self.release_logged(&job.owner, &job.id).await;
+                }
+                Err(e)
+            }
+        }
+    }
+
     async fn active_count(&self, owner: &str) -> Result<usize, StoreError> {
-        Ok(self
-            .list(owner, 10_000)
-            .await?
-            .iter()
-            .filter(|j| j.status.is_active())
-            .count())
+        Ok(self.read_active(owner).await?.0.jobs.len())
     }
 
     async fn finished_before(

@@ -25,6 +25,14 @@ fn ts(t: &DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
+/// The limit as SQLite's integer; "no limit" (`usize::MAX`) stays the largest.
+fn limit(max_active: usize) -> i64 {
+    i64::try_from(max_active).unwrap_or(i64::MAX)
+}
+
+const ACTIVE_OF_OWNER: &str =
+    "(SELECT COUNT(*) FROM jobs WHERE owner = ? AND status IN ('queued', 'running', 'retrying'))";
+
 fn parse(record: &str) -> Result<Job, StoreError> {
     serde_json::from_str(record)
         .map_err(|e| StoreError::Unavailable(format!("unreadable job record: {e}")))
@@ -36,20 +44,26 @@ impl JobStore for LocalJobStore {
         &self,
         job: &Job,
         idempotency_key: Option<&str>,
+        max_active: usize,
     ) -> Result<(Job, bool), StoreError> {
         let mut job = job.clone();
         job.revision = 1;
         let record = serde_json::to_string(&job).expect("jobs serialise");
-        let inserted = sqlx::query(
+        // One statement counts and inserts: SQLite runs it under its write lock, so two
+        // submits can never both see room for one more job.
+        let inserted = sqlx::query(&format!(
             "INSERT INTO jobs (id, owner, status, created_at, finished_at, idempotency_key, revision, record)
-             VALUES (?, ?, ?, ?, NULL, ?, 1, ?) ON CONFLICT DO NOTHING",
-        )
+             SELECT ?, ?, ?, ?, NULL, ?, 1, ? WHERE {ACTIVE_OF_OWNER} < ?
+             ON CONFLICT DO NOTHING"
+        ))
         .bind(&job.id)
         .bind(&job.owner)
         .bind(job.status.as_str())
         .bind(ts(&job.created_at))
         .bind(idempotency_key)
         .bind(&record)
+        .bind(&job.owner)
+        .bind(limit(max_active))
         .execute(&self.pool)
         .await
         .map_err(unavailable)?
@@ -57,13 +71,17 @@ impl JobStore for LocalJobStore {
         if inserted == 1 {
             return Ok((job, true));
         }
-        match idempotency_key {
-            Some(key) => match self.find_by_key(&job.owner, key).await? {
-                Some(existing) => Ok((existing, false)),
-                None => Err(StoreError::Conflict),
-            },
-            None => Err(StoreError::Conflict),
+        if let Some(key) = idempotency_key {
+            if let Some(existing) = self.find_by_key(&job.owner, key).await? {
+                return Ok((existing, false));
+            }
         }
+        if self.get(&job.id).await?.is_some() {
+            return Err(StoreError::Conflict);
+        }
+        Err(StoreError::LimitReached {
+            active: self.active_count(&job.owner).await?,
+        })
     }
 
     async fn get(&self, id: &str) -> Result<Option<Job>, StoreError> {
@@ -121,6 +139,39 @@ impl JobStore for LocalJobStore {
         match self.get(&job.id).await? {
             Some(_) => Err(StoreError::Conflict),
             None => Err(StoreError::NotFound),
+        }
+    }
+
+    async fn reactivate(&self, job: &Job, max_active: usize) -> Result<Job, StoreError> {
+        let mut next = job.clone();
+        next.revision = job.revision + 1;
+        let record = serde_json::to_string(&next).expect("jobs serialise");
+        // As in `create`: the count and the write are one statement.
+        let changed = sqlx::query(&format!(
+            "UPDATE jobs SET status = ?, finished_at = ?, revision = ?, record = ?
+             WHERE id = ? AND revision = ? AND {ACTIVE_OF_OWNER} < ?"
+        ))
+        .bind(next.status.as_str())
+        .bind(next.finished_at.as_ref().map(ts))
+        .bind(next.revision as i64)
+        .bind(&record)
+        .bind(&job.id)
+        .bind(job.revision as i64)
+        .bind(&job.owner)
+        .bind(limit(max_active))
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?
+        .rows_affected();
+        if changed == 1 {
+            return Ok(next);
+        }
+        match self.get(&job.id).await? {
+            None => Err(StoreError::NotFound),
+            Some(stored) if stored.revision != job.revision => Err(StoreError::Conflict),
+            Some(_) => Err(StoreError::LimitReached {
+                active: self.active_count(&job.owner).await?,
+            }),
         }
     }
 

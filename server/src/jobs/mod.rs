@@ -1,10 +1,16 @@
 //! The job store: where job records live. Writes are compare-and-set on the job's revision, so
 //! a cancel from the web and a progress write from a worker never overwrite each other.
+//!
+//! Every change of a job's status goes through [`Jobs::transition`] with one of `Job`'s
+//! transition methods: the method checks the state (and, for a running attempt, its lease
+//! token) on the record as stored, and the write is conditional on that record's revision, so
+//! the check and the write are one compare-and-set. The per-user limit of active jobs is
+//! reserved by the store itself, atomically with the write that makes a job active.
 
 pub mod azure;
 pub mod local;
 
-use app::jobs::Job;
+use app::jobs::{Job, TransitionError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
@@ -15,19 +21,38 @@ pub enum StoreError {
     Conflict,
     #[error("job not found")]
     NotFound,
+    /// The owner already has the most active jobs allowed; nothing was written.
+    #[error("the owner already has {active} active jobs")]
+    LimitReached { active: usize },
     #[error("job store unavailable: {0}")]
     Unavailable(String),
+}
+
+/// Why [`Jobs::transition`] wrote nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    /// The job's state (as stored now) does not allow the change; here is that state.
+    #[error("{reason}")]
+    Refused {
+        reason: TransitionError,
+        job: Box<Job>,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
 /// Job records.
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
-    /// Stores a new job. If `idempotency_key` was already used by the same owner, stores
-    /// nothing and returns the job created then, with `false`.
+    /// Stores a new (active) job, if its owner has fewer than `max_active` active jobs: the
+    /// count and the write are atomic, so concurrent submits never pass the limit together
+    /// (`LimitReached` otherwise). If `idempotency_key` was already used by the same owner,
+    /// stores nothing and returns the job created then, with `false`.
     async fn create(
         &self,
         job: &Job,
         idempotency_key: Option<&str>,
+        max_active: usize,
     ) -> Result<(Job, bool), StoreError>;
     async fn get(&self, id: &str) -> Result<Option<Job>, StoreError>;
     /// The job the owner created with this idempotency key, if any.
@@ -37,6 +62,10 @@ pub trait JobStore: Send + Sync + 'static {
     /// Writes `job` if the stored revision still equals `job.revision`; returns it with the
     /// new revision.
     async fn update(&self, job: &Job) -> Result<Job, StoreError>;
+    /// Like `update`, for a final job that `job` makes active again (a retry): written only
+    /// if the owner has fewer than `max_active` active jobs, atomically (`LimitReached`
+    /// otherwise).
+    async fn reactivate(&self, job: &Job, max_active: usize) -> Result<Job, StoreError>;
     /// Queued, running or retrying jobs of the owner.
     async fn active_count(&self, owner: &str) -> Result<usize, StoreError>;
     /// Final, not yet expired jobs that finished before `before` (oldest first).
@@ -68,8 +97,9 @@ impl Jobs {
         &self,
         job: &Job,
         idempotency_key: Option<&str>,
+        max_active: usize,
     ) -> Result<(Job, bool), StoreError> {
-        let (job, created) = self.store.create(job, idempotency_key).await?;
+        let (job, created) = self.store.create(job, idempotency_key, max_active).await?;
         if created {
             self.hub.publish(&job);
         }
@@ -86,23 +116,55 @@ impl Jobs {
         Ok(stored)
     }
 
-    /// Applies `change` to the stored job and writes it, re-reading and re-applying when a
-    /// concurrent writer got there first. `change` returns false to leave the job as it is.
-    pub async fn modify(
+    /// Applies `change` (one of `Job`'s transitions) to the stored job and writes it,
+    /// re-reading and re-applying when a concurrent writer got there first, so the transition
+    /// is always checked against the record it replaces.
+    pub async fn transition(
         &self,
         id: &str,
-        mut change: impl FnMut(&mut Job) -> bool,
-    ) -> Result<Job, StoreError> {
+        mut change: impl FnMut(&mut Job) -> Result<(), TransitionError>,
+    ) -> Result<Job, ChangeError> {
         for _ in 0..16 {
             let mut job = self.store.get(id).await?.ok_or(StoreError::NotFound)?;
-            if !change(&mut job) {
-                return Ok(job);
+            if let Err(reason) = change(&mut job) {
+                return Err(ChangeError::Refused {
+                    reason,
+                    job: Box::new(job),
+                });
             }
             match self.update(&job).await {
                 Err(StoreError::Conflict) => continue,
-                other => return other,
+                other => return Ok(other?),
             }
         }
-        Err(StoreError::Conflict)
+        Err(StoreError::Conflict.into())
+    }
+
+    /// Makes a failed or cancelled job queued again under `ticket`, within the owner's limit
+    /// of active jobs.
+    pub async fn retry(
+        &self,
+        id: &str,
+        ticket: &str,
+        max_active: usize,
+    ) -> Result<Job, ChangeError> {
+        for _ in 0..16 {
+            let mut job = self.store.get(id).await?.ok_or(StoreError::NotFound)?;
+            if let Err(reason) = job.reset_for_retry(ticket.to_string()) {
+                return Err(ChangeError::Refused {
+                    reason,
+                    job: Box::new(job),
+                });
+            }
+            match self.store.reactivate(&job, max_active).await {
+                Err(StoreError::Conflict) => continue,
+                Ok(stored) => {
+                    self.hub.publish(&stored);
+                    return Ok(stored);
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(StoreError::Conflict.into())
     }
 }

@@ -11,11 +11,16 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
-/// The body of every queue message: only a reference to the job record.
+/// The body of every queue message: only a reference to the job record, and the job's
+/// ticket when it was sent, so that a message left over from before a retry (the job has a
+/// new ticket since) is recognised and dropped. Messages without a ticket (sent by older
+/// versions) match jobs without one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobMessage {
     pub v: u32,
     pub job: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ticket: Option<String>,
 }
 
 impl JobMessage {
@@ -23,7 +28,21 @@ impl JobMessage {
         Self {
             v: 1,
             job: job.to_string(),
+            ticket: None,
         }
+    }
+
+    /// The message that may start `job` as it is now.
+    pub fn for_job(job: &app::jobs::Job) -> Self {
+        Self {
+            ticket: job.ticket.clone(),
+            ..Self::new(&job.id)
+        }
+    }
+
+    /// Whether this message may start `job`: it was sent for the job's current ticket.
+    pub fn matches(&self, job: &app::jobs::Job) -> bool {
+        self.ticket == job.ticket
     }
 
     pub fn encode(&self) -> String {

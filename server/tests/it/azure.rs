@@ -304,9 +304,9 @@ async fn job_records_are_compare_and_set_so_concurrent_writers_never_overwrite()
     // A second store is another process: it has its own view of the ETags.
     let worker = AzureJobStore::new(azure::clients(&s).unwrap().jobs);
 
-    let (created, fresh) = web.create(&job("alice"), Some("key-1")).await.unwrap();
+    let (created, fresh) = web.create(&job("alice"), Some("key-1"), 10).await.unwrap();
     assert!(fresh);
-    let (again, fresh) = web.create(&job("alice"), Some("key-1")).await.unwrap();
+    let (again, fresh) = web.create(&job("alice"), Some("key-1"), 10).await.unwrap();
     assert!(!fresh);
     assert_eq!(
         again.id, created.id,
@@ -327,8 +327,8 @@ async fn job_records_are_compare_and_set_so_concurrent_writers_never_overwrite()
     assert!(now.cancel_requested, "the cancel survived");
     assert_eq!(now.progress.rows, 0);
 
-    let second = web.create(&job("alice"), None).await.unwrap().0;
-    web.create(&job("bob"), None).await.unwrap();
+    let second = web.create(&job("alice"), None, 10).await.unwrap().0;
+    web.create(&job("bob"), None, 10).await.unwrap();
     let list = web.list("alice", 10).await.unwrap();
     assert_eq!(
         list.iter().map(|j| j.id.clone()).collect::<Vec<_>>(),
@@ -465,4 +465,61 @@ async fn a_web_instance_shows_live_progress_of_a_job_run_by_a_separate_worker() 
     );
     worker.running.shutdown().await.unwrap();
     web.running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn the_active_job_limit_is_reserved_atomically_in_azure_records() {
+    let s = settings();
+    let first = AzureJobStore::new(azure::clients(&s).unwrap().jobs);
+    first.ensure().await.unwrap();
+    // Four "instances", each with its own view of the ETags, submit three jobs each at once.
+    let stores: Vec<Arc<AzureJobStore>> = (0..4)
+        .map(|_| Arc::new(AzureJobStore::new(azure::clients(&s).unwrap().jobs)))
+        .collect();
+    let creates = (0..12).map(|i| {
+        let store = stores[i % 4].clone();
+        async move { store.create(&job("alice"), None, 3).await }
+    });
+    let results = futures::future::join_all(creates).await;
+    let accepted: Vec<Job> = results
+        .iter()
+        .filter_map(|r| r.as_ref().ok().map(|(j, _)| j.clone()))
+        .collect();
+    let refused = results
+        .iter()
+        .filter(|r| matches!(r, Err(StoreError::LimitReached { .. })))
+        .count();
+    assert_eq!((accepted.len(), refused), (3, 9), "{results:?}");
+    assert_eq!(first.active_count("alice").await.unwrap(), 3);
+    assert_eq!(
+        first.list("alice", 50).await.unwrap().len(),
+        3,
+        "refused jobs were never stored"
+    );
+
+    // A job that ends frees its slot; a retry needs one like a submit.
+    let mut done = first.get(&accepted[0].id).await.unwrap().unwrap();
+    done.give_up(
+        app::jobs::JobError::new(app::jobs::JobErrorCode::QueryFailed, "x"),
+        chrono::Utc::now(),
+    )
+    .unwrap();
+    let done = first.update(&done).await.unwrap();
+    assert_eq!(first.active_count("alice").await.unwrap(), 2);
+    first.create(&job("alice"), None, 3).await.unwrap();
+    let mut again = done.clone();
+    again.reset_for_retry("t2".into()).unwrap();
+    assert!(matches!(
+        first.reactivate(&again, 3).await,
+        Err(StoreError::LimitReached { active: 3 })
+    ));
+    assert_eq!(
+        first.get(&done.id).await.unwrap().unwrap().status,
+        app::jobs::JobStatus::Failed,
+        "the refused retry wrote nothing"
+    );
+    assert!(
+        first.create(&job("bob"), None, 3).await.is_ok(),
+        "limits are per owner"
+    );
 }

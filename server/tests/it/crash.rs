@@ -106,10 +106,12 @@ async fn a_killed_server_finishes_the_export_exactly_once_after_restart() {
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["attempts"], 2, "one interrupted attempt, one complete");
     assert_eq!(done["file"]["rows"], ORDERS);
+    let blob = done["file"]["blob"].as_str().unwrap().to_string();
+    assert!(blob.starts_with(&id) && blob.ends_with(".csv"), "{blob}");
     assert_eq!(
         finished_files(&data),
-        [format!("{id}.csv")],
-        "exactly one file"
+        [blob],
+        "exactly one file, the one the record names"
     );
     assert!(partials(&data).is_empty(), "no partial file is left");
 

@@ -99,7 +99,7 @@ async fn setup(fault: Fault) -> Setup {
         sql = "SELECT id, customer, status, total FROM orders ORDER BY id"
     "#;
     let catalog = Arc::new(
-        Catalog::from_toml_with_sources(toml, dir.path(), vec![("faulty".into(), faulty)])
+        Catalog::from_toml_with_sources(toml, dir.path(), [("faulty".to_string(), faulty)].into())
             .await
             .unwrap(),
     );

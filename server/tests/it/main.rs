@@ -11,6 +11,7 @@ mod edge;
 mod ends;
 mod http;
 mod injection;
+mod limits;
 mod process;
 mod queue;
 mod scanner;
