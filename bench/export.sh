@@ -112,7 +112,7 @@ start_server() {
     storage_args=(--storage azure --azure-connection-string "$EXPORTAL_TEST_AZURE_CONNECTION_STRING"
       --azure-queue "$tag" --azure-files-container "$tag" --azure-jobs-container "${tag}j")
   fi
-  local common=(--datasets "$work/datasets.toml" --auth header --row-cap 100000000 --csv-line-ending lf "${storage_args[@]}")
+  local common=(--datasets "$work/datasets.toml" --auth header --row-cap 100000000 --csv-line-ending lf --rate-burst 100000 "${storage_args[@]}")
   LEPTOS_SITE_ROOT=target/site LEPTOS_OUTPUT_NAME=exportal RUST_LOG=warn \
     target/release/server --addr "127.0.0.1:$port" --data-dir "$work/data" --role "$ROLE" "${common[@]}" >"$work/server.log" 2>&1 &
   server_pid=$!

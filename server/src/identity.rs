@@ -44,6 +44,12 @@ pub struct Identifier {
     proxy_secret: Option<[u8; 32]>,
     trusted: Vec<IpRange>,
     public_https: bool,
+    /// In cookie mode a new identity costs nothing (drop the cookie, get another), so the
+    /// per-identity budget alone bounds nothing for a caller who never keeps one. Requests that
+    /// act (POST: previews, submits, server functions) without a valid cookie are charged here,
+    /// per peer address, on the same terms. A browser keeps its cookie after its first page
+    /// view and is never charged.
+    cookieless: crate::http::limits::RateLimiter,
 }
 
 /// Why header mode refused a request (said to the caller: it names no secret).
@@ -81,6 +87,11 @@ impl Identifier {
                 .map(|s| Sha256::digest(s.0.as_bytes()).into()),
             trusted: edge.trusted_proxies.clone(),
             public_https: edge.public_https(),
+            cookieless: crate::http::limits::RateLimiter::new(
+                edge.rate_per_minute,
+                edge.rate_burst,
+                edge.rate_identities,
+            ),
         })
     }
 
@@ -296,6 +307,13 @@ pub async fn identify(
                 .and_then(|(v, legacy)| identifier.verify(v).map(|id| (id, legacy)));
             let https = identifier.https(req.headers(), peer);
             // A browser holding the legacy cookie over https moves to the `__Host-` one.
+            if found.is_none() && req.method() == axum::http::Method::POST {
+                let key =
+                    peer.map_or_else(|| "peer:unknown".to_string(), |ip| format!("peer:{ip}"));
+                if let Err(wait) = identifier.cookieless.check(&key) {
+                    return crate::http::limits::too_many(crate::http::rate_message(wait), wait);
+                }
+            }
             let (id, set, clear_legacy) = match found {
                 Some((id, legacy)) => (id, legacy && https, legacy && https),
                 None => (uuid::Uuid::new_v4().simple().to_string(), true, false),

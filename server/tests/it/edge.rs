@@ -245,6 +245,59 @@ async fn previews_and_submits_beyond_the_rate_get_429_with_retry_after() {
 }
 
 #[tokio::test]
+async fn in_cookie_mode_dropping_the_cookie_does_not_escape_the_rate_limit() {
+    let server = TestServer::start(&[
+        "--auth",
+        "cookie",
+        "--rate-burst",
+        "2",
+        "--rate-per-minute",
+        "1",
+    ])
+    .await;
+    let preview = json!({"dataset": "orders", "format": "csv"});
+    // A caller that never keeps its cookie is a new identity on every request: it is charged
+    // by its address instead.
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        let res = client()
+            .post(server.url("/api/v1/preview"))
+            .json(&preview)
+            .send()
+            .await
+            .unwrap();
+        statuses.push(res.status().as_u16());
+        if res.status() == 429 {
+            assert!(res.headers().contains_key("retry-after"));
+        }
+    }
+    assert_eq!(statuses, [200, 200, 429, 429]);
+
+    // A browser that keeps its cookie (from its first page view, a GET, never charged) has
+    // its own budget.
+    let first = client()
+        .get(server.url("/api/v1/exports"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 200);
+    let cookie = set_cookies(&first)[0]
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let res = client()
+        .post(server.url("/api/v1/preview"))
+        .header("cookie", &cookie)
+        .json(&preview)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    server.running.shutdown().await.unwrap();
+}
+
+#[tokio::test]
 async fn two_identity_headers_are_refused_with_401() {
     let server = TestServer::start(&[]).await;
     let http = client();
