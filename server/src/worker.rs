@@ -520,16 +520,7 @@ impl Worker {
                     JobErrorCode::InternalError,
                     "The export stopped because of an internal error. The operator has the details; trying again will not help until it is fixed.",
                 );
-                return self
-                    .finish(
-                        job,
-                        attempt,
-                        message,
-                        None,
-                        |j| j.fail(token, error.clone(), Utc::now()),
-                        Outcome::Failed,
-                    )
-                    .await;
+                return self.fail_attempt(job, attempt, message, error).await;
             }
         };
         let written = result.as_ref().ok().map(|o| o.blob.clone());
@@ -603,15 +594,7 @@ impl Worker {
             }) => {
                 tracing::warn!(job = %job.id, code, "export failed: {text}");
                 let error = JobError::new(code.into(), text);
-                self.finish(
-                    job,
-                    attempt,
-                    message,
-                    None,
-                    |j| j.fail(token, error.clone(), Utc::now()),
-                    Outcome::Failed,
-                )
-                .await
+                self.fail_attempt(job, attempt, message, error).await
             }
             Err(ExportFailure::Transient {
                 code,
@@ -621,16 +604,7 @@ impl Worker {
                     let text = format!("{text} (gave up after {} attempts)", job.attempts);
                     tracing::warn!(job = %job.id, code, "export failed for the last time: {text}");
                     let error = JobError::new(code.into(), text);
-                    return self
-                        .finish(
-                            job,
-                            attempt,
-                            message,
-                            None,
-                            |j| j.fail(token, error.clone(), Utc::now()),
-                            Outcome::Failed,
-                        )
-                        .await;
+                    return self.fail_attempt(job, attempt, message, error).await;
                 }
                 let delay = retry_delay(
                     job.attempts,
@@ -667,6 +641,26 @@ impl Worker {
                 outcome
             }
         }
+    }
+
+    /// Ends the attempt as failed with `error` (see [`Worker::finish`]).
+    async fn fail_attempt(
+        &self,
+        job: &Job,
+        attempt: &Attempt,
+        message: Option<&Received>,
+        error: JobError,
+    ) -> Outcome {
+        let token = attempt.token.as_str();
+        self.finish(
+            job,
+            attempt,
+            message,
+            None,
+            |j| j.fail(token, error.clone(), Utc::now()),
+            Outcome::Failed,
+        )
+        .await
     }
 
     /// Writes the attempt's final state with `change` (a compare-and-set on its token), then
