@@ -153,6 +153,107 @@ pub struct ExportRequest {
     pub columns: Option<Vec<String>>,
     #[serde(default)]
     pub gzip: bool,
+    /// How the file is shaped for the program that opens it; what is left out comes from the
+    /// dataset's defaults.
+    #[serde(default, skip_serializing_if = "FileOptions::is_empty")]
+    pub options: FileOptions,
+}
+
+/// A CSV field delimiter: only those spreadsheets and CSV readers agree on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Delimiter {
+    #[serde(rename = ",")]
+    Comma,
+    #[serde(rename = ";")]
+    Semicolon,
+    #[serde(rename = "\t")]
+    Tab,
+    #[serde(rename = "|")]
+    Pipe,
+}
+
+impl Delimiter {
+    pub const ALL: [Delimiter; 4] = [
+        Delimiter::Comma,
+        Delimiter::Semicolon,
+        Delimiter::Tab,
+        Delimiter::Pipe,
+    ];
+
+    pub fn byte(self) -> u8 {
+        match self {
+            Delimiter::Comma => b',',
+            Delimiter::Semicolon => b';',
+            Delimiter::Tab => b'\t',
+            Delimiter::Pipe => b'|',
+        }
+    }
+
+    /// The name a form shows and sends.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delimiter::Comma => "comma",
+            Delimiter::Semicolon => "semicolon",
+            Delimiter::Tab => "tab",
+            Delimiter::Pipe => "pipe",
+        }
+    }
+
+    pub fn parse(name: &str) -> Option<Delimiter> {
+        Delimiter::ALL.into_iter().find(|d| d.as_str() == name)
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Delimiter::Comma => "Comma ,",
+            Delimiter::Semicolon => "Semicolon ;",
+            Delimiter::Tab => "Tab",
+            Delimiter::Pipe => "Pipe |",
+        }
+    }
+}
+
+/// The longest time zone name accepted (the IANA database's longest is 32 characters).
+pub const MAX_TIME_ZONE_CHARS: usize = 64;
+
+/// How a file is shaped for the program that opens it, spreadsheets above all. In a request
+/// every field is optional and what is left out comes from the dataset's defaults; a job holds
+/// the options as resolved at submit, so every attempt writes the same file.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileOptions {
+    /// CSV only: the field delimiter (`,` by default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delimiter: Option<Delimiter>,
+    /// CSV only: a UTF-8 byte-order mark first, which Excel needs to read UTF-8 text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bom: Option<bool>,
+    /// The IANA time zone (`Europe/Paris`) timestamps with a time zone are written in, with
+    /// their offset; UTC by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// CSV and XLSX: headers from the dataset's display names instead of the column names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub labels: Option<bool>,
+}
+
+impl FileOptions {
+    pub fn is_empty(&self) -> bool {
+        *self == FileOptions::default()
+    }
+
+    /// These options, with what they leave out taken from `defaults`.
+    pub fn or(&self, defaults: &FileOptions) -> FileOptions {
+        FileOptions {
+            delimiter: self.delimiter.or(defaults.delimiter),
+            bom: self.bom.or(defaults.bom),
+            time_zone: self
+                .time_zone
+                .clone()
+                .or_else(|| defaults.time_zone.clone()),
+            labels: self.labels.or(defaults.labels),
+        }
+    }
 }
 
 /// How far a job has come.
@@ -314,6 +415,9 @@ pub struct Job {
     pub params: BTreeMap<String, serde_json::Value>,
     /// The columns written, in order (resolved at submit: never empty).
     pub columns: Vec<String>,
+    /// The file options as resolved at submit (the dataset's defaults filled in).
+    #[serde(default, skip_serializing_if = "FileOptions::is_empty")]
+    pub options: FileOptions,
     pub created_at: DateTime<Utc>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<DateTime<Utc>>,
@@ -365,6 +469,7 @@ impl Job {
             status: JobStatus::Queued,
             params: BTreeMap::new(),
             columns,
+            options: FileOptions::default(),
             created_at: Utc::now(),
             started_at: None,
             finished_at: None,

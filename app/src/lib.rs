@@ -12,6 +12,7 @@ pub mod error;
 pub mod exports;
 pub mod jobs;
 pub mod live;
+pub mod locale;
 pub mod status;
 pub mod text;
 

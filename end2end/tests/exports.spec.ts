@@ -148,3 +148,42 @@ test('two browsers are two users who never see each other\'s exports', async ({ 
   await alice.close();
   await bob.close();
 });
+
+test.describe('a person whose browser writes decimals with a comma', () => {
+  test.use({ locale: 'de-DE', timezoneId: 'Europe/Berlin' });
+
+  test('the Excel preset, display names and their time zone shape the preview and the file', async ({ page }) => {
+    await openHydrated(page);
+    await page.getByTestId('dataset-customers').click();
+    await page.getByTestId('format-csv').click();
+    await page.getByTestId('excel-preset').click();
+    await expect(page.getByTestId('option-delimiter')).toHaveValue('semicolon');
+    await expect(page.getByTestId('option-bom').locator('input')).toBeChecked();
+    await page.getByTestId('option-labels').locator('input').check();
+    await page.getByTestId('my-time-zone').click();
+    await expect(page.getByTestId('option-time-zone')).toHaveValue('Europe/Berlin');
+
+    await page.getByTestId('preview-button').click();
+    const preview = page.getByTestId('preview');
+    await expect(preview.locator('thead th')).toHaveText(['Customer #', 'Name', 'E-mail', 'Country', 'Customer since']);
+
+    await page.getByTestId('export-button').click();
+    const job = newestJob(page);
+    await expect(job).toHaveAttribute('data-status', 'succeeded', { timeout: 60_000 });
+    const downloading = page.waitForEvent('download');
+    await job.getByTestId('job-download').click();
+    const text = await readFile(await (await downloading).path(), 'utf8');
+    expect(text.startsWith('\ufeffCustomer #;Name;E-mail;Country;Customer since\r\n')).toBe(true);
+    // A name with a comma is not quoted for `;`, and one with a line break still is.
+    expect(text).toContain(';Seán O\'Brien, Jr. #');
+    expect(text).toMatch(/;"Anna\nSecond line #\d+";/);
+  });
+
+  test('an unknown time zone is refused with a message that names it', async ({ page }) => {
+    await openHydrated(page);
+    await page.getByTestId('dataset-customers').click();
+    await page.getByTestId('option-time-zone').fill('Mars/Olympus');
+    await page.getByTestId('preview-button').click();
+    await expect(page.getByTestId('form-error')).toContainText('unknown time zone `Mars/Olympus`');
+  });
+});

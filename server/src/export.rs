@@ -9,10 +9,10 @@
 //! stage aborts the write, and the blob store leaves nothing behind.
 
 use crate::blobs::{BlobMeta, BlobStore};
-use crate::catalog::Catalog;
+use crate::catalog::{Catalog, Shape};
 use crate::format::{self, FormatOptions};
 use crate::source::{SourceErrorKind, Value};
-use app::jobs::{ExportFormat, Job};
+use app::jobs::{Delimiter, ExportFormat, Job};
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
@@ -144,7 +144,7 @@ pub async fn run(
         )
     })?;
     let checked = dataset
-        .check(&job.params, Some(&job.columns), &job.owner)
+        .check_with_options(&job.params, Some(&job.columns), &job.options, &job.owner)
         .map_err(|errors| {
             let text: Vec<String> = errors.into_iter().map(|e| e.message).collect();
             ExportFailure::permanent(
@@ -160,6 +160,8 @@ pub async fn run(
 
     let options = FormatOptions {
         csv_crlf: ctx.csv_crlf,
+        csv_delimiter: checked.options.delimiter.unwrap_or(Delimiter::Comma).byte(),
+        csv_bom: checked.options.bom == Some(true),
         csv_raw_columns: checked
             .columns
             .iter()
@@ -173,21 +175,17 @@ pub async fn run(
 
     let (row_tx, row_rx) = mpsc::channel::<RowMsg>(8);
     let (byte_tx, byte_rx) = mpsc::channel::<io::Result<Bytes>>(8);
-    let format = job.format;
-    let gzip = job.gzip && format.can_gzip();
-    let columns = checked.columns.clone();
+    let file = FileShape {
+        format: job.format,
+        gzip: job.gzip && job.format.can_gzip(),
+        headers: checked.headers.clone(),
+        options,
+        shape: checked.shape.clone(),
+    };
     let formatter_counters = counters.clone();
     let formatter = tokio::task::spawn_blocking(move || {
         let errors = byte_tx.clone();
-        let result = format_rows(
-            format,
-            gzip,
-            &columns,
-            &options,
-            row_rx,
-            byte_tx,
-            formatter_counters,
-        );
+        let result = format_rows(&file, row_rx, byte_tx, formatter_counters);
         if let Err(e) = &result {
             let _ = errors.blocking_send(Err(io::Error::new(e.kind(), e.to_string())));
         }
@@ -363,11 +361,17 @@ fn byte_stream(
     .boxed()
 }
 
-fn format_rows(
+/// Everything that decides the bytes of a file besides its rows.
+struct FileShape {
     format: ExportFormat,
     gzip: bool,
-    columns: &[String],
-    options: &FormatOptions,
+    headers: Vec<String>,
+    options: FormatOptions,
+    shape: Shape,
+}
+
+fn format_rows(
+    file: &FileShape,
     mut rows: mpsc::Receiver<RowMsg>,
     bytes: mpsc::Sender<io::Result<Bytes>>,
     counters: Arc<Counters>,
@@ -379,7 +383,14 @@ fn format_rows(
         written: 0,
         counters,
     };
-    let out = if gzip {
+    let FileShape {
+        format,
+        gzip,
+        headers,
+        options,
+        shape,
+    } = file;
+    let out = if *gzip {
         Output::Gzip(Box::new(flate2::write::GzEncoder::new(
             sink,
             flate2::Compression::fast(),
@@ -387,12 +398,18 @@ fn format_rows(
     } else {
         Output::Plain(sink)
     };
-    let mut writer = format::open(format, columns, options, out)?;
+    let mut writer = format::open(*format, headers, options, out)?;
     loop {
         match rows.blocking_recv() {
-            Some(RowMsg::Batch(batch)) => {
+            Some(RowMsg::Batch(batch)) if shape.is_identity() => {
                 for row in &batch {
                     writer.write_row(row)?;
+                }
+            }
+            Some(RowMsg::Batch(batch)) => {
+                for mut row in batch {
+                    shape.apply(&mut row);
+                    writer.write_row(&row)?;
                 }
             }
             Some(RowMsg::End) => break,

@@ -99,21 +99,7 @@ fn field_errors(errors: Vec<FieldError>) -> ApiError {
 
 /// Preview cells as JSON, mapped like the NDJSON format.
 fn json_cell(v: Value) -> serde_json::Value {
-    use serde_json::Value as J;
-    match v {
-        Value::Null => J::Null,
-        Value::Bool(b) => J::Bool(b),
-        Value::Int(i) => J::from(i),
-        Value::Float(f) => serde_json::Number::from_f64(f)
-            .map(J::Number)
-            .unwrap_or(J::Null),
-        Value::Text(s) => J::String(s),
-        other => {
-            let mut s = String::new();
-            other.write_plain(&mut s);
-            J::String(s)
-        }
-    }
+    crate::format::to_json(&v)
 }
 
 impl Service {
@@ -148,7 +134,7 @@ impl Service {
             ));
         }
         let checked = dataset
-            .check(&req.params, req.columns.as_deref(), user)
+            .check_with_options(&req.params, req.columns.as_deref(), &req.options, user)
             .map_err(field_errors)?;
         Ok((dataset, checked))
     }
@@ -227,13 +213,14 @@ impl Service {
                                 ));
                             }
                             let mut row: Vec<Option<Value>> = row.into_iter().map(Some).collect();
-                            rows.push(
-                                checked
-                                    .column_positions
-                                    .iter()
-                                    .map(|&i| json_cell(row[i].take().unwrap_or(Value::Null)))
-                                    .collect::<Vec<_>>(),
-                            );
+                            // The same cells the file gets, shaped the same way.
+                            let mut shown: Vec<Value> = checked
+                                .column_positions
+                                .iter()
+                                .map(|&i| row[i].take().unwrap_or(Value::Null))
+                                .collect();
+                            checked.shape.apply(&mut shown);
+                            rows.push(shown.into_iter().map(json_cell).collect::<Vec<_>>());
                         }
                     }
                     Some(Err(e)) => {
@@ -262,7 +249,7 @@ impl Service {
             )
         })??;
         Ok(Preview {
-            columns: checked.columns,
+            columns: checked.headers,
             rows,
             estimated_rows,
         })
@@ -306,6 +293,7 @@ impl Service {
         );
         job.gzip = req.gzip;
         job.params = checked.params_json;
+        job.options = checked.options;
         job.progress.total_rows = total_rows;
         job.ticket = Some(new_ticket());
         // The store counts and inserts atomically: `ensure_room` above only saves the

@@ -3,7 +3,7 @@
 use super::jobs_list::upsert;
 use crate::catalog::{DatasetInfo, ParamInfo, ParamType};
 use crate::exports::{list_datasets, PreviewExport, SubmitExport};
-use crate::jobs::{ExportFormat, ExportRequest, Job, Preview};
+use crate::jobs::{Delimiter, ExportFormat, ExportRequest, FileOptions, Job, Preview};
 use crate::text::group_digits;
 use leptos::prelude::*;
 use std::collections::BTreeMap;
@@ -35,6 +35,7 @@ struct FormState {
     columns: RwSignal<Vec<String>>,
     format: RwSignal<ExportFormat>,
     gzip: RwSignal<bool>,
+    options: RwSignal<FileOptions>,
 }
 
 impl FormState {
@@ -55,6 +56,7 @@ impl FormState {
         self.params.set(defaults);
         self.columns
             .set(dataset.columns.iter().map(|c| c.name.clone()).collect());
+        self.options.set(dataset.defaults.clone());
         if !dataset.formats.contains(&self.format.get_untracked()) {
             self.format.set(
                 dataset
@@ -86,6 +88,7 @@ impl FormState {
             params,
             columns: (!all).then_some(chosen),
             gzip: self.gzip.get_untracked() && format.can_gzip(),
+            options: self.options.get_untracked(),
         }
     }
 
@@ -119,6 +122,7 @@ fn Form(datasets: Vec<DatasetInfo>) -> impl IntoView {
         columns: RwSignal::new(Vec::new()),
         format: RwSignal::new(ExportFormat::Csv),
         gzip: RwSignal::new(false),
+        options: RwSignal::new(FileOptions::default()),
     };
     state.reset(first);
     let jobs = use_context::<RwSignal<Vec<Job>>>();
@@ -218,7 +222,7 @@ fn Form(datasets: Vec<DatasetInfo>) -> impl IntoView {
                                         });
                                     }/>
                                 <span>{name.clone()}</span>
-                                <span class="column-type">{format!("{:?}", c.kind).to_lowercase()}</span>
+                                <span class="column-type">{c.kind.name()}</span>
                             </label>
                         }
                     }).collect_view()}
@@ -246,6 +250,8 @@ fn Form(datasets: Vec<DatasetInfo>) -> impl IntoView {
                 </div>
             </fieldset>
 
+            <FileOptionsInput state/>
+
             <div class="form-errors" role="alert" data-testid="form-error">
                 {move || local_problems.get().into_iter().map(|p| view! { <p class="error">{p}</p> }).collect_view()}
                 {move || submit.value().get().and_then(|r| r.err()).map(|e| view! { <p class="error">{e.message}</p> })}
@@ -266,6 +272,98 @@ fn Form(datasets: Vec<DatasetInfo>) -> impl IntoView {
             </p>
         </form>
         {move || preview.value().get().and_then(|r| r.ok()).map(|p| view! { <PreviewTable preview=p/> })}
+    }
+}
+
+/// Options that make the file open right in a spreadsheet: the CSV delimiter and BOM (with
+/// an "Excel" preset that picks them for the browser's language), the time zone of
+/// timestamps, and display names as headers.
+#[component]
+fn FileOptionsInput(state: FormState) -> impl IntoView {
+    let csv = move || state.format.get() == ExportFormat::Csv;
+    let delimiter = move || {
+        state
+            .options
+            .with(|o| o.delimiter.unwrap_or(Delimiter::Comma).as_str())
+    };
+    let excel = move |_| {
+        state.options.update(|o| {
+            o.bom = Some(true);
+            o.delimiter = Some(if crate::locale::decimal_comma() {
+                Delimiter::Semicolon
+            } else {
+                Delimiter::Comma
+            });
+        })
+    };
+    let my_zone = move |_| {
+        if let Some(zone) = crate::locale::browser_time_zone() {
+            state.options.update(|o| o.time_zone = Some(zone));
+        }
+    };
+    let has_labels = move || state.dataset.with(|d| !d.labels.is_empty());
+    view! {
+        <fieldset class="file-options">
+            <legend>"File options"</legend>
+            <div class="param-grid">
+                <Show when=csv>
+                    <div class="field">
+                        <label for="option-delimiter">"Delimiter"</label>
+                        <select id="option-delimiter" data-testid="option-delimiter"
+                            prop:value=delimiter
+                            on:change=move |ev| {
+                                let d = Delimiter::parse(&event_target_value(&ev));
+                                state.options.update(|o| o.delimiter = d);
+                            }>
+                            {Delimiter::ALL.into_iter().map(|d| view! {
+                                <option value=d.as_str()>{d.label()}</option>
+                            }).collect_view()}
+                        </select>
+                    </div>
+                    <div class="field">
+                        <label class="check" data-testid="option-bom">
+                            <input type="checkbox"
+                                prop:checked=move || state.options.with(|o| o.bom == Some(true))
+                                on:change=move |ev| {
+                                    let on = event_target_checked(&ev);
+                                    state.options.update(|o| o.bom = Some(on));
+                                }/>
+                            <span>"UTF-8 BOM (for Excel)"</span>
+                        </label>
+                        <button type="button" class="link-button" data-testid="excel-preset"
+                            on:click=excel>"Excel preset"</button>
+                    </div>
+                </Show>
+                <div class="field">
+                    <label for="option-time-zone">"Time zone"</label>
+                    <input id="option-time-zone" data-testid="option-time-zone" type="text"
+                        placeholder="UTC" autocomplete="off" spellcheck="false"
+                        prop:value=move || state.options.with(|o| o.time_zone.clone().unwrap_or_default())
+                        on:input=move |ev| {
+                            let zone = event_target_value(&ev);
+                            let zone = zone.trim();
+                            state.options.update(|o| {
+                                o.time_zone = (!zone.is_empty()).then(|| zone.to_string())
+                            });
+                        }/>
+                    <button type="button" class="link-button" data-testid="my-time-zone"
+                        on:click=my_zone>"Use my time zone"</button>
+                </div>
+                <Show when=has_labels>
+                    <div class="field">
+                        <label class="check" data-testid="option-labels">
+                            <input type="checkbox"
+                                prop:checked=move || state.options.with(|o| o.labels == Some(true))
+                                on:change=move |ev| {
+                                    let on = event_target_checked(&ev);
+                                    state.options.update(|o| o.labels = Some(on));
+                                }/>
+                            <span>"Display names as headers"</span>
+                        </label>
+                    </div>
+                </Show>
+            </div>
+        </fieldset>
     }
 }
 

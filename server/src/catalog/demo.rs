@@ -116,6 +116,13 @@ description = "Everyone who ever ordered: name, e-mail and country."
 source = "demo"
 sql = "SELECT id, name, email, country, created_at FROM customers WHERE (:country IS NULL OR country = :country) ORDER BY id"
 
+[datasets.labels]
+id = "Customer #"
+name = "Name"
+email = "E-mail"
+country = "Country"
+created_at = "Customer since"
+
 [[datasets.params]]
 name = "country"
 label = "Country"

@@ -9,8 +9,8 @@ pub mod demo;
 pub mod sql;
 
 use crate::source::{self, Param, Source, SourceOptions};
-use app::catalog::{ColumnInfo, DatasetInfo, ParamInfo, ParamType};
-use app::jobs::ExportFormat;
+use app::catalog::{ColumnInfo, ColumnType, DatasetInfo, ParamInfo, ParamType};
+use app::jobs::{ExportFormat, FileOptions, MAX_TIME_ZONE_CHARS};
 use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use serde::Deserialize;
 use sql::BoundSql;
@@ -55,6 +55,16 @@ struct DatasetSpec {
     /// Columns exempt from CSV formula protection (known-safe, e.g. signed numbers stored as text).
     #[serde(default)]
     csv_raw_columns: Vec<String>,
+    /// Text columns that hold JSON documents (SQLite has no JSON type, and MariaDB's JSON
+    /// reaches clients as plain text): the JSON formats embed their values.
+    #[serde(default)]
+    json_columns: Vec<String>,
+    /// Display names for headers, by column name (`[datasets.labels]`).
+    #[serde(default)]
+    labels: BTreeMap<String, String>,
+    /// The file options exports get unless they ask otherwise (`[datasets.defaults]`).
+    #[serde(default)]
+    defaults: FileOptions,
 }
 
 #[derive(Debug, Deserialize)]
@@ -80,6 +90,8 @@ pub struct Dataset {
     /// `SELECT COUNT(*)` around it, same parameters.
     pub count: BoundSql,
     pub csv_raw_columns: Vec<String>,
+    /// Positions (in the query's columns) of the columns declared to hold JSON.
+    pub json_columns: Vec<usize>,
 }
 
 /// All datasets, by id.
@@ -323,12 +335,34 @@ async fn build_dataset(
     if columns.is_empty() {
         return Err("key `sql`: the query returns no columns".into());
     }
+    let position = |key: &str, c: &str| {
+        columns
+            .iter()
+            .position(|x| x.name == c)
+            .ok_or_else(|| format!("key `{key}`: the query has no column `{c}`"))
+    };
     for c in &d.csv_raw_columns {
-        if !columns.iter().any(|x| &x.name == c) {
+        position("csv_raw_columns", c)?;
+    }
+    let json_columns = d
+        .json_columns
+        .iter()
+        .map(|c| position("json_columns", c))
+        .collect::<Result<Vec<usize>, String>>()?;
+    for (c, label) in &d.labels {
+        position("labels", c)?;
+        if label.trim().is_empty() || label.chars().count() > 200 {
             return Err(format!(
-                "key `csv_raw_columns`: the query has no column `{c}`"
+                "key `labels.{c}`: a display name has 1 to 200 characters"
             ));
         }
+    }
+    let mut columns = columns;
+    for &i in &json_columns {
+        columns[i].kind = ColumnType::Json;
+    }
+    if let Some(zone) = &d.defaults.time_zone {
+        time_zone(zone).map_err(|e| format!("key `defaults.time_zone`: {e}"))?;
     }
     Ok(Dataset {
         info: DatasetInfo {
@@ -344,13 +378,30 @@ async fn build_dataset(
                 .collect(),
             params,
             formats,
+            labels: d.labels,
+            defaults: d.defaults,
         },
         source_name: d.source,
         source: source.clone(),
         bound,
         count,
         csv_raw_columns: d.csv_raw_columns,
+        json_columns,
     })
+}
+
+/// An IANA time zone by name; UTC itself is `None` (nothing to convert).
+pub fn time_zone(name: &str) -> Result<Option<chrono_tz::Tz>, String> {
+    if name.chars().count() > MAX_TIME_ZONE_CHARS {
+        return Err("a time zone name is at most 64 characters".into());
+    }
+    let zone: chrono_tz::Tz = name.parse().map_err(|_| {
+        format!(
+            "unknown time zone `{}`: use an IANA name such as Europe/Paris or UTC",
+            quote(name)
+        )
+    })?;
+    Ok((zone != chrono_tz::UTC).then_some(zone))
 }
 
 fn toml_to_json(v: &toml::Value) -> serde_json::Value {
@@ -448,6 +499,52 @@ pub struct Checked {
     /// Positions in the query's columns, in output order.
     pub column_positions: Vec<usize>,
     pub columns: Vec<String>,
+    /// The file options, the dataset's defaults filled in.
+    pub options: FileOptions,
+    /// The header of each output column: its display name when the options ask for them.
+    pub headers: Vec<String>,
+    /// What is done to each output row before it is written.
+    pub shape: Shape,
+}
+
+/// What turns a row as the source reads it into the row a file (or a preview) shows: values
+/// of declared JSON columns become JSON, and timestamps move to the export's time zone.
+#[derive(Debug, Clone, Default)]
+pub struct Shape {
+    /// Output positions of the columns that hold JSON text.
+    pub json: Vec<usize>,
+    pub zone: Option<chrono_tz::Tz>,
+}
+
+impl Shape {
+    pub fn is_identity(&self) -> bool {
+        self.json.is_empty() && self.zone.is_none()
+    }
+
+    pub fn apply(&self, row: &mut [crate::source::Value]) {
+        use crate::source::Value;
+        for &i in &self.json {
+            if let Some(cell) = row.get_mut(i) {
+                if let Value::Text(text) = cell {
+                    *cell = Value::Json(std::mem::take(text));
+                }
+            }
+        }
+        if let Some(zone) = self.zone {
+            for cell in row.iter_mut() {
+                in_zone(cell, zone);
+            }
+        }
+    }
+}
+
+fn in_zone(cell: &mut crate::source::Value, zone: chrono_tz::Tz) {
+    use crate::source::Value;
+    match cell {
+        Value::Timestamp(ts) => *ts = ts.with_timezone(&zone).fixed_offset(),
+        Value::Array(items) => items.iter_mut().for_each(|i| in_zone(i, zone)),
+        _ => {}
+    }
 }
 
 /// The most problems one answer lists: a request with thousands of wrong fields gets a short
@@ -549,7 +646,28 @@ impl Dataset {
         columns: Option<&[String]>,
         user: &str,
     ) -> Result<Checked, Vec<FieldError>> {
+        self.check_with_options(params, columns, &FileOptions::default(), user)
+    }
+
+    /// Like [`Dataset::check`], with the file options asked for (the dataset's defaults fill
+    /// in what they leave out).
+    pub fn check_with_options(
+        &self,
+        params: &BTreeMap<String, serde_json::Value>,
+        columns: Option<&[String]>,
+        options: &FileOptions,
+        user: &str,
+    ) -> Result<Checked, Vec<FieldError>> {
         let mut errors = Problems::default();
+        let options = options.or(&self.info.defaults);
+        let zone = match options.time_zone.as_deref().map(time_zone) {
+            None => None,
+            Some(Ok(zone)) => zone,
+            Some(Err(m)) => {
+                errors.push(|| "options.time_zone".into(), || m);
+                None
+            }
+        };
         let declared: HashMap<&str, &ParamInfo> = self
             .info
             .params
@@ -673,11 +791,31 @@ impl Dataset {
             .iter()
             .map(|s| values.get(s.as_str()).cloned().unwrap_or(Param::Null))
             .collect();
+        let labels = options.labels == Some(true);
+        let headers = positions
+            .iter()
+            .map(|&i| match self.info.labels.get(all[i]) {
+                Some(label) if labels => label.clone(),
+                _ => all[i].to_string(),
+            })
+            .collect();
+        let shape = Shape {
+            json: positions
+                .iter()
+                .enumerate()
+                .filter(|(_, p)| self.json_columns.contains(p))
+                .map(|(out, _)| out)
+                .collect(),
+            zone,
+        };
         Ok(Checked {
             params: slots,
             params_json,
             columns: positions.iter().map(|&i| all[i].to_string()).collect(),
             column_positions: positions,
+            options,
+            headers,
+            shape,
         })
     }
 }

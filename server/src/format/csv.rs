@@ -11,7 +11,10 @@ pub struct CsvWriter<W: Write> {
 }
 
 impl<W: Write> CsvWriter<W> {
-    pub fn new(out: W, columns: &[String], options: &FormatOptions) -> io::Result<Self> {
+    pub fn new(mut out: W, columns: &[String], options: &FormatOptions) -> io::Result<Self> {
+        if options.csv_bom {
+            out.write_all("\u{feff}".as_bytes())?;
+        }
         let terminator = if options.csv_crlf {
             ::csv::Terminator::CRLF
         } else {
@@ -19,6 +22,7 @@ impl<W: Write> CsvWriter<W> {
         };
         let mut inner = ::csv::WriterBuilder::new()
             .terminator(terminator)
+            .delimiter(options.csv_delimiter)
             .buffer_capacity(64 * 1024)
             .from_writer(out);
         inner.write_record(columns).map_err(io_error)?;

@@ -28,6 +28,7 @@ mod xlsx;
 
 use crate::source::Value;
 use app::jobs::ExportFormat;
+pub use json::to_json;
 use std::io::{self, Write};
 use std::path::PathBuf;
 
@@ -43,6 +44,10 @@ pub trait RowWriter<W: Write>: Send {
 pub struct FormatOptions {
     /// CSV line ending: CRLF (RFC 4180) when true, LF otherwise.
     pub csv_crlf: bool,
+    /// The CSV field delimiter byte.
+    pub csv_delimiter: u8,
+    /// A UTF-8 byte-order mark before the CSV header (Excel reads UTF-8 only with it).
+    pub csv_bom: bool,
     /// Neutralise formula-like CSV cells (on by default).
     pub csv_formula_protection: bool,
     /// Column positions exempt from formula protection.
@@ -57,6 +62,8 @@ impl Default for FormatOptions {
     fn default() -> Self {
         Self {
             csv_crlf: true,
+            csv_delimiter: b',',
+            csv_bom: false,
             csv_formula_protection: true,
             csv_raw_columns: Vec::new(),
             temp_dir: std::env::temp_dir(),

@@ -26,7 +26,7 @@ fn rows() -> Vec<Vec<Value>> {
             Value::Bool(true),
             Value::Date(day),
             Value::DateTime(at),
-            Value::Timestamp(utc),
+            Value::Timestamp(utc.fixed_offset()),
             Value::Bytes(vec![0, 159, 255]),
         ],
         vec![
@@ -217,7 +217,10 @@ fn xlsx_cells_are_typed_and_read_back() {
         rows[1][2],
         Data::String("line one\nline two\r\nthree".into())
     );
-    assert_eq!(rows[1][3], Data::Float(12345678901234567.89));
+    // 19 significant digits: more than a double (and Excel) keeps, so it is text, exact.
+    assert_eq!(rows[1][3], Data::String("12345678901234567.89".into()));
+    // -0.50 has 1: a number.
+    assert_eq!(rows[2][3], Data::Float(-0.5));
     assert_eq!(rows[1][5], Data::Bool(true));
     let Data::DateTime(day) = &rows[1][6] else {
         panic!("date cell: {:?}", rows[1][6])
@@ -262,4 +265,187 @@ fn xlsx_starts_a_new_sheet_with_a_header_when_one_is_full() {
     assert_eq!(rows.len(), 2, "header + the third row");
     assert_eq!(rows[0][0], Data::String("id".into()));
     assert_eq!(rows[1][1], Data::String("日本語 🚀".into()));
+}
+
+/// One row of the kinds that only some sources produce, under `names`.
+fn write_one(
+    format: ExportFormat,
+    names: &[&str],
+    row: Vec<Value>,
+    options: &FormatOptions,
+) -> Vec<u8> {
+    let names: Vec<String> = names.iter().map(|s| s.to_string()).collect();
+    let mut w = open(format, &names, options, Vec::new()).unwrap();
+    w.write_row(&row).unwrap();
+    w.finish().unwrap()
+}
+
+#[test]
+fn a_bom_and_another_delimiter_keep_quoting_correct() {
+    let options = FormatOptions {
+        csv_delimiter: b';',
+        csv_bom: true,
+        ..FormatOptions::default()
+    };
+    let bytes = write(ExportFormat::Csv, &options);
+    assert!(bytes.starts_with("\u{feff}id;name;".as_bytes()));
+    let text = std::str::from_utf8(&bytes[3..]).unwrap();
+    // A comma needs no quotes with `;`, a `;` does.
+    assert!(
+        text.contains(";Zoë \"\"Z\"\" O'Brien, Jr.;")
+            || text.contains(";\"Zoë \"\"Z\"\" O'Brien, Jr.\";")
+    );
+    let rows: Vec<Vec<String>> = ::csv::ReaderBuilder::new()
+        .delimiter(b';')
+        .from_reader(&bytes[3..])
+        .records()
+        .map(|r| r.unwrap().iter().map(String::from).collect())
+        .collect();
+    assert_eq!(
+        rows,
+        read_csv(&write(ExportFormat::Csv, &FormatOptions::default()))[1..]
+    );
+    let semicolon = write_one(
+        ExportFormat::Csv,
+        &["a"],
+        vec![Value::Text("x;y".into())],
+        &options,
+    );
+    assert_eq!(semicolon, "\u{feff}a\r\n\"x;y\"\r\n".as_bytes());
+    // Without the option, no BOM.
+    assert!(write(ExportFormat::Csv, &FormatOptions::default()).starts_with(b"id,"));
+}
+
+#[test]
+fn json_documents_are_embedded_on_one_line_and_text_that_is_not_json_stays_a_string() {
+    let row = vec![
+        Value::Json("{\"b\": [1, 2.50],\n \"a\": \"x\\ny\"}".into()),
+        Value::Json("not json".into()),
+        Value::Array(vec![
+            Value::Json("{\"k\": 1}".into()),
+            Value::Null,
+            Value::Text("t".into()),
+            Value::Int(-1),
+        ]),
+        Value::UInt(u64::MAX),
+        Value::Time(chrono::NaiveTime::from_hms_micro_opt(12, 30, 45, 250_000).unwrap()),
+    ];
+    let names = ["doc", "bad", "list", "big", "at"];
+    let ndjson = write_one(
+        ExportFormat::Ndjson,
+        &names,
+        row.clone(),
+        &FormatOptions::default(),
+    );
+    let text = std::str::from_utf8(&ndjson).unwrap();
+    assert_eq!(text.lines().count(), 1, "{text}");
+    assert!(text.contains("\"big\":18446744073709551615"), "{text}");
+    let parsed: Json = serde_json::from_str(text).unwrap();
+    assert_eq!(
+        parsed,
+        json!({"doc": {"b": [1, 2.50], "a": "x\ny"}, "bad": "not json", "list": [{"k": 1}, null, "t", -1],
+               "big": 18446744073709551615u64, "at": "12:30:45.250"})
+    );
+    // The preview maps cells the same way.
+    let preview: Vec<Json> = row.iter().map(to_json).collect();
+    assert_eq!(
+        Json::Array(preview),
+        Json::Array(names.iter().map(|n| parsed[n].clone()).collect())
+    );
+
+    let csv = write_one(ExportFormat::Csv, &names, row, &FormatOptions::default());
+    let cells = &read_csv(&csv)[1];
+    assert_eq!(cells[0], "{\"b\": [1, 2.50],\n \"a\": \"x\\ny\"}");
+    assert_eq!(cells[2], "{\"{\\\"k\\\": 1}\",NULL,t,-1}");
+    assert_eq!(cells[3], "18446744073709551615");
+}
+
+#[test]
+fn xlsx_keeps_every_digit_of_ids_past_two_to_the_53rd() {
+    use calamine::{Data, Reader, Xlsx};
+    let row = vec![
+        Value::Int(1_234_567_890_123_456_789),
+        Value::Int(9_007_199_254_740_993),
+        Value::Int(9_007_199_254_740_992),
+        Value::Int(-9_007_199_254_740_993),
+        Value::UInt(u64::MAX),
+        Value::Decimal("123456789012345.6".into()),
+        Value::Decimal("12345678901234.5".into()),
+        Value::Decimal("0.000000000000000012".into()),
+        Value::Decimal("NaN".into()),
+        Value::Time(chrono::NaiveTime::from_hms_opt(6, 30, 0).unwrap()),
+        Value::Array(vec![Value::Int(1), Value::Int(2)]),
+    ];
+    let names = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k"];
+    let bytes = write_one(ExportFormat::Xlsx, &names, row, &FormatOptions::default());
+    let mut book = Xlsx::new(std::io::Cursor::new(bytes)).unwrap();
+    let range = book.worksheet_range("Data").unwrap();
+    let cells: Vec<Data> = range.rows().nth(1).unwrap().to_vec();
+    assert_eq!(cells[0], Data::String("1234567890123456789".into()));
+    assert_eq!(cells[1], Data::String("9007199254740993".into()));
+    assert_eq!(cells[2], Data::Float(9_007_199_254_740_992.0));
+    assert_eq!(cells[3], Data::String("-9007199254740993".into()));
+    assert_eq!(cells[4], Data::String("18446744073709551615".into()));
+    assert_eq!(cells[5], Data::String("123456789012345.6".into()));
+    assert_eq!(cells[6], Data::Float(12_345_678_901_234.5));
+    assert_eq!(cells[7], Data::Float(0.000000000000000012));
+    assert_eq!(cells[8], Data::String("NaN".into()));
+    let Data::DateTime(at) = &cells[9] else {
+        panic!("time cell: {:?}", cells[9])
+    };
+    assert!((at.as_f64() - 0.2708333333).abs() < 1e-9, "{}", at.as_f64());
+    assert_eq!(cells[10], Data::String("{1,2}".into()));
+}
+
+#[test]
+fn timestamps_move_to_the_export_time_zone_with_the_offset_of_each_instant() {
+    let zone = crate::catalog::time_zone("Europe/Paris").unwrap();
+    let shape = crate::catalog::Shape {
+        json: vec![1],
+        zone,
+    };
+    // Paris moves from +01:00 to +02:00 at 01:00 UTC on 2024-03-31.
+    let at = |h, m| {
+        Value::Timestamp(
+            Utc.with_ymd_and_hms(2024, 3, 31, h, m, 0)
+                .unwrap()
+                .fixed_offset(),
+        )
+    };
+    let mut row = vec![
+        at(0, 30),
+        Value::Text("{\"a\": 1}".into()),
+        Value::Array(vec![at(1, 30)]),
+        Value::DateTime(
+            NaiveDate::from_ymd_opt(2024, 3, 31)
+                .unwrap()
+                .and_hms_opt(2, 30, 0)
+                .unwrap(),
+        ),
+    ];
+    shape.apply(&mut row);
+    let plain: Vec<String> = row
+        .iter()
+        .map(|v| {
+            let mut s = String::new();
+            v.write_plain(&mut s);
+            s
+        })
+        .collect();
+    assert_eq!(
+        plain,
+        [
+            "2024-03-31T01:30:00+01:00",
+            "{\"a\": 1}",
+            "{2024-03-31T03:30:00+02:00}",
+            // Without a time zone of its own, a timestamp is left as it is.
+            "2024-03-31T02:30:00",
+        ]
+    );
+    assert_eq!(row[1], Value::Json("{\"a\": 1}".into()));
+    // UTC is no conversion at all.
+    assert_eq!(crate::catalog::time_zone("UTC").unwrap(), None);
+    assert!(crate::catalog::time_zone("Mars/Olympus")
+        .unwrap_err()
+        .contains("unknown time zone `Mars/Olympus`"));
 }

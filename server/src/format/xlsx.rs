@@ -21,7 +21,24 @@ pub struct XlsxWriter<W: Write> {
     header: Format,
     date: Format,
     datetime: Format,
+    time: Format,
     temp_dir: std::path::PathBuf,
+    scratch: String,
+}
+
+/// The largest integer every double holds exactly (2^53).
+const MAX_EXACT_INTEGER: u64 = 1 << 53;
+
+/// Whether a decimal's digits survive as an Excel number: Excel shows (and keeps) 15
+/// significant digits, so a decimal with more is written as text instead.
+fn exact_in_excel(decimal: &str) -> bool {
+    let digits = decimal.bytes().filter(u8::is_ascii_digit);
+    let significant: Vec<u8> = digits.skip_while(|&d| d == b'0').collect();
+    let end = significant
+        .iter()
+        .rposition(|&d| d != b'0')
+        .map_or(0, |i| i + 1);
+    end <= 15
 }
 
 fn xlsx_err(e: XlsxError) -> io::Error {
@@ -42,7 +59,9 @@ impl<W: Write> XlsxWriter<W> {
             header: Format::new().set_bold(),
             date: Format::new().set_num_format("yyyy-mm-dd"),
             datetime: Format::new().set_num_format("yyyy-mm-dd hh:mm:ss"),
+            time: Format::new().set_num_format("hh:mm:ss"),
             temp_dir: options.temp_dir.clone(),
+            scratch: String::new(),
         };
         writer.add_sheet()?;
         Ok(writer)
@@ -87,18 +106,34 @@ impl<W: Write + Send> RowWriter<W> for XlsxWriter<W> {
             match value {
                 Value::Null => continue,
                 Value::Bool(b) => sheet.write_boolean(r, c, *b),
+                // Excel's numbers are doubles: past 2^53 an integer would silently lose
+                // digits (an id!), so it is written as text, every digit kept.
+                Value::Int(i) if i.unsigned_abs() > MAX_EXACT_INTEGER => {
+                    sheet.write_string(r, c, itoa::Buffer::new().format(*i))
+                }
                 Value::Int(i) => sheet.write_number(r, c, *i as f64),
+                Value::UInt(u) if *u > MAX_EXACT_INTEGER => {
+                    sheet.write_string(r, c, itoa::Buffer::new().format(*u))
+                }
+                Value::UInt(u) => sheet.write_number(r, c, *u as f64),
                 Value::Float(f) if f.is_finite() => sheet.write_number(r, c, *f),
                 Value::Float(_) => continue,
                 Value::Decimal(d) => match d.parse::<f64>() {
-                    Ok(f) => sheet.write_number(r, c, f),
-                    Err(_) => sheet.write_string(r, c, d),
+                    Ok(f) if f.is_finite() && exact_in_excel(d) => sheet.write_number(r, c, f),
+                    _ => sheet.write_string(r, c, d),
                 },
                 Value::Text(s) => sheet.write_string(r, c, s),
                 Value::Date(d) => sheet.write_datetime_with_format(r, c, d, &self.date),
                 Value::DateTime(dt) => sheet.write_datetime_with_format(r, c, dt, &self.datetime),
+                // Excel has no time zones: the wall-clock time in the export's zone.
                 Value::Timestamp(ts) => {
-                    sheet.write_datetime_with_format(r, c, ts.naive_utc(), &self.datetime)
+                    sheet.write_datetime_with_format(r, c, ts.naive_local(), &self.datetime)
+                }
+                Value::Time(t) => sheet.write_datetime_with_format(r, c, t, &self.time),
+                Value::Json(_) | Value::Array(_) => {
+                    self.scratch.clear();
+                    value.write_plain(&mut self.scratch);
+                    sheet.write_string(r, c, &self.scratch)
                 }
                 Value::Bytes(b) => sheet.write_string(r, c, super::base64(b)),
             }

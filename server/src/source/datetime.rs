@@ -53,6 +53,19 @@ pub fn write_time(out: &mut String, t: NaiveTime) {
     }
 }
 
+/// An offset as RFC 3339 writes it: `Z` for UTC, `+05:30` otherwise.
+pub fn write_offset(out: &mut String, seconds_east: i32) {
+    if seconds_east == 0 {
+        out.push('Z');
+        return;
+    }
+    out.push(if seconds_east < 0 { '-' } else { '+' });
+    let minutes = seconds_east.unsigned_abs() / 60;
+    push_digits(out, minutes / 60, 2);
+    out.push(':');
+    push_digits(out, minutes % 60, 2);
+}
+
 /// `YYYY-MM-DDTHH:MM:SS[.fff]`.
 pub fn write_datetime(out: &mut String, dt: NaiveDateTime) {
     write_date(out, dt.date());

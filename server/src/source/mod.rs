@@ -1,6 +1,6 @@
 //! Sources: where rows come from. One adapter per database driver, all streamed row by row.
 
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
+use chrono::{DateTime, FixedOffset, NaiveDate, NaiveDateTime, NaiveTime, Utc};
 use std::fmt::Write as _;
 
 /// One cell, as every driver's value maps into it (see `format` for how each is written).
@@ -9,6 +9,8 @@ pub enum Value {
     Null,
     Bool(bool),
     Int(i64),
+    /// An unsigned 64-bit integer past `i64::MAX` (MySQL's `BIGINT UNSIGNED`, `BIT(64)`).
+    UInt(u64),
     Float(f64),
     /// Exact decimal digits as the database printed them (NUMERIC / DECIMAL).
     Decimal(String),
@@ -16,8 +18,17 @@ pub enum Value {
     Date(NaiveDate),
     /// A timestamp without time zone.
     DateTime(NaiveDateTime),
-    /// A timestamp with time zone, normalised to UTC.
-    Timestamp(DateTime<Utc>),
+    /// A timestamp with time zone: sources give it in UTC, and an export's time zone option
+    /// moves it to that zone's offset before it is written.
+    Timestamp(DateTime<FixedOffset>),
+    /// A time of day without a date.
+    Time(NaiveTime),
+    /// A JSON document as the database printed it: embedded as JSON by the JSON formats (when
+    /// it parses), written as its text by the others.
+    Json(String),
+    /// An array (nested for more dimensions): a JSON array in the JSON formats, PostgreSQL's
+    /// `{a,"b c",NULL}` text elsewhere.
+    Array(Vec<Value>),
     Bytes(Vec<u8>),
 }
 
@@ -29,6 +40,7 @@ impl Value {
             Value::Null => {}
             Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
             Value::Int(i) => out.push_str(itoa::Buffer::new().format(*i)),
+            Value::UInt(u) => out.push_str(itoa::Buffer::new().format(*u)),
             Value::Float(f) if f.is_finite() => out.push_str(ryu::Buffer::new().format_finite(*f)),
             Value::Float(f) => {
                 let _ = write!(out, "{f}");
@@ -38,12 +50,56 @@ impl Value {
             Value::Date(d) => datetime::write_date(out, *d),
             Value::DateTime(dt) => datetime::write_datetime(out, *dt),
             Value::Timestamp(ts) => {
-                datetime::write_datetime(out, ts.naive_utc());
-                out.push('Z');
+                datetime::write_datetime(out, ts.naive_local());
+                datetime::write_offset(out, ts.offset().local_minus_utc());
             }
+            Value::Time(t) => datetime::write_time(out, *t),
+            Value::Json(j) => out.push_str(j),
+            Value::Array(items) => write_array(out, items),
             Value::Bytes(b) => out.push_str(&crate::format::base64(b)),
         }
     }
+}
+
+/// PostgreSQL's text form of an array, `{1,"a b",NULL,{2,3}}`: an element is quoted when it is
+/// empty, is the word NULL, or holds a brace, a comma, a quote, a backslash or white space;
+/// inside quotes, `"` and `\` are escaped with a backslash. Elements are written as they are
+/// on their own (so a timestamp keeps Exportal's form).
+fn write_array(out: &mut String, items: &[Value]) {
+    out.push('{');
+    let mut element = String::new();
+    for (i, item) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        match item {
+            Value::Null => out.push_str("NULL"),
+            Value::Array(inner) => write_array(out, inner),
+            other => {
+                element.clear();
+                other.write_plain(&mut element);
+                let quote = element.is_empty()
+                    || element.eq_ignore_ascii_case("NULL")
+                    || element.chars().any(|c| {
+                        matches!(c, '{' | '}' | ',' | '"' | '\\')
+                            || matches!(c, ' ' | '\t' | '\n' | '\r' | '\x0b' | '\x0c')
+                    });
+                if quote {
+                    out.push('"');
+                    for c in element.chars() {
+                        if c == '"' || c == '\\' {
+                            out.push('\\');
+                        }
+                        out.push(c);
+                    }
+                    out.push('"');
+                } else {
+                    out.push_str(&element);
+                }
+            }
+        }
+    }
+    out.push('}');
 }
 
 pub mod datetime;
@@ -424,7 +480,7 @@ pub(crate) fn parse_datetime_text(s: &str) -> Option<Value> {
         return Some(Value::DateTime(dt));
     }
     if let Ok(ts) = DateTime::parse_from_rfc3339(s) {
-        return Some(Value::Timestamp(ts.with_timezone(&Utc)));
+        return Some(Value::Timestamp(ts.with_timezone(&Utc).fixed_offset()));
     }
     for fmt in [
         "%Y-%m-%d %H:%M:%S%.f",
@@ -506,6 +562,37 @@ mod tests {
         for permanent in ["42P01", "42601", "22012", ""] {
             assert_eq!(postgres_class(permanent), Class::Rejected, "{permanent}");
         }
+    }
+
+    #[test]
+    fn arrays_are_written_as_postgresql_writes_them() {
+        let plain = |v: Value| {
+            let mut s = String::new();
+            v.write_plain(&mut s);
+            s
+        };
+        let text = |s: &str| Value::Text(s.into());
+        assert_eq!(
+            plain(Value::Array(vec![
+                text("a"),
+                text(""),
+                text("null"),
+                text("x y"),
+                text(r#"say "hi" \ bye"#),
+                text("{,}"),
+                Value::Null,
+                Value::Int(-3),
+            ])),
+            r#"{a,"","null","x y","say \"hi\" \\ bye","{,}",NULL,-3}"#
+        );
+        assert_eq!(
+            plain(Value::Array(vec![
+                Value::Array(vec![Value::Int(1), Value::Int(2)]),
+                Value::Array(vec![]),
+            ])),
+            "{{1,2},{}}"
+        );
+        assert_eq!(plain(Value::Array(vec![])), "{}");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use super::{Described, Param, SourceColumn, SourceError};
 use app::catalog::ColumnType;
 use sqlx::query::Query;
-use sqlx::{Column, Database, Encode, Executor, Pool, Type, TypeInfo};
+use sqlx::{Column, Database, Encode, Executor, Pool, Type};
 
 /// `sql` with `params` bound in order.
 pub(super) fn bound<'q, DB>(
@@ -37,12 +37,12 @@ where
 }
 
 /// The columns of `sql` as the server describes them, typed by `column_type` from the server's
-/// type name, and the number of parameters the server counts in it.
+/// type, and the number of parameters the server counts in it.
 pub(super) async fn describe<DB>(
     pool: &Pool<DB>,
     source: &str,
     sql: &str,
-    column_type: impl Fn(&str) -> ColumnType,
+    column_type: impl Fn(&DB::TypeInfo) -> ColumnType,
 ) -> Result<Described, SourceError>
 where
     DB: Database,
@@ -67,7 +67,7 @@ where
             .iter()
             .map(|c| SourceColumn {
                 name: c.name().to_string(),
-                kind: column_type(c.type_info().name()),
+                kind: column_type(c.type_info()),
             })
             .collect(),
         parameters,

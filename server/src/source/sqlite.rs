@@ -177,10 +177,10 @@ fn column_type(declared: &str) -> ColumnType {
     }
 }
 
-fn decode(value: ValueRef<'_>, hint: ColumnType) -> Value {
+fn decode(value: ValueRef<'_>, hint: &ColumnType) -> Value {
     match value {
         ValueRef::Null => Value::Null,
-        ValueRef::Integer(i) if hint == ColumnType::Boolean => Value::Bool(i != 0),
+        ValueRef::Integer(i) if *hint == ColumnType::Boolean => Value::Bool(i != 0),
         ValueRef::Integer(i) => Value::Int(i),
         ValueRef::Real(f) => Value::Float(f),
         ValueRef::Blob(b) => Value::Bytes(b.to_vec()),
@@ -260,7 +260,7 @@ fn produce(
     let read_row = |row: &rusqlite::Row<'_>| -> rusqlite::Result<Row> {
         let mut values = Vec::with_capacity(hints.len());
         for (i, hint) in hints.iter().enumerate() {
-            values.push(decode(row.get_ref(i)?, *hint));
+            values.push(decode(row.get_ref(i)?, hint));
         }
         Ok(values)
     };
@@ -372,18 +372,18 @@ mod tests {
     #[test]
     fn cells_decode_by_storage_class_with_the_declared_type_as_a_hint() {
         use ColumnType as T;
-        assert_eq!(decode(ValueRef::Integer(1), T::Boolean), Value::Bool(true));
-        assert_eq!(decode(ValueRef::Integer(7), T::Unknown), Value::Int(7));
+        assert_eq!(decode(ValueRef::Integer(1), &T::Boolean), Value::Bool(true));
+        assert_eq!(decode(ValueRef::Integer(7), &T::Unknown), Value::Int(7));
         assert_eq!(
-            decode(ValueRef::Text(b"2024-03-01"), T::Date),
+            decode(ValueRef::Text(b"2024-03-01"), &T::Date),
             Value::Date(chrono::NaiveDate::from_ymd_opt(2024, 3, 1).unwrap())
         );
         assert_eq!(
-            decode(ValueRef::Text(b"soon"), T::Datetime),
+            decode(ValueRef::Text(b"soon"), &T::Datetime),
             Value::Text("soon".into())
         );
         assert_eq!(
-            decode(ValueRef::Text(b"a\xffb"), T::Text),
+            decode(ValueRef::Text(b"a\xffb"), &T::Text),
             Value::Text("a\u{fffd}b".into())
         );
     }

@@ -17,4 +17,5 @@ mod queue;
 mod scanner;
 mod sources;
 mod support;
+mod types;
 mod worker;

@@ -87,7 +87,7 @@ async fn check_every_format(catalog_text: String, decimals_exact: bool) {
     let kinds: Vec<Value> = info
         .columns
         .iter()
-        .map(|c| serde_json::to_value(c.kind).unwrap())
+        .map(|c| serde_json::to_value(&c.kind).unwrap())
         .collect();
     assert_eq!(kinds[0], "integer");
     assert_eq!(kinds[1], "text");
@@ -610,10 +610,13 @@ async fn postgres_query_errors_and_timeouts_are_reasons_and_leave_the_pool_usabl
     );
     assert!(e.detail.contains("syntax error"), "{e:?}");
 
-    let e = first_column(source.as_ref(), "SELECT point(1, 2) AS shape", &[])
-        .await
-        .unwrap_err();
-    assert!(e.message.contains("`shape` has type POINT"), "{e}");
+    // A type without a decoder is exported as PostgreSQL prints it.
+    assert_eq!(
+        first_column(source.as_ref(), "SELECT point(1, 2) AS shape", &[])
+            .await
+            .unwrap(),
+        [server::source::Value::Text("(1,2)".into())]
+    );
 
     assert_eq!(
         first_column(source.as_ref(), "SELECT 42::int8;", &[])

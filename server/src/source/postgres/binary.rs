@@ -4,9 +4,11 @@
 
 use super::super::Value;
 use app::catalog::ColumnType;
+use sqlx::postgres::{PgTypeInfo, PgTypeKind};
+use sqlx::TypeInfo;
 
-/// How a PostgreSQL type is read.
-#[derive(Clone, Copy, Debug)]
+/// How a PostgreSQL type is read from the binary `COPY`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum Kind {
     Bool,
     I16,
@@ -15,43 +17,163 @@ pub(super) enum Kind {
     F32,
     F64,
     Numeric,
+    /// Text, and every type whose binary form is its text (enums, `citext`, and the columns
+    /// that `COPY` casts to `text`).
     Text,
     Date,
     Timestamp,
     TimestampTz,
+    Time,
+    Uuid,
+    Json,
+    /// `jsonb`: a version byte, then the text.
+    Jsonb,
+    Oid,
+    /// `"char"`: one byte.
+    Char,
     Bytes,
-    Unsupported,
 }
 
-pub(super) fn kind(type_name: &str) -> Kind {
-    match type_name {
-        "BOOL" => Kind::Bool,
-        "INT2" => Kind::I16,
-        "INT4" => Kind::I32,
-        "INT8" => Kind::I64,
-        "FLOAT4" => Kind::F32,
-        "FLOAT8" => Kind::F64,
-        "NUMERIC" => Kind::Numeric,
-        "TEXT" | "VARCHAR" | "BPCHAR" | "NAME" | "CHAR" | "CITEXT" => Kind::Text,
-        "DATE" => Kind::Date,
-        "TIMESTAMP" => Kind::Timestamp,
-        "TIMESTAMPTZ" => Kind::TimestampTz,
-        "BYTEA" => Kind::Bytes,
-        _ => Kind::Unsupported,
+/// How a column gets out of the `COPY`: read in its own binary form, or first turned into
+/// text by PostgreSQL's own output function, for the types Exportal has no decoder for: what
+/// comes out is exactly what `psql` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Read {
+    Native(Kind),
+    /// An array whose elements are read as `Kind` (any number of dimensions).
+    Array(Kind),
+    /// Selected as text: `col::text`, which is the output function for every type but
+    /// `inet`, whose cast to text always adds the netmask (`abbrev` is its output function).
+    AsText {
+        inet: bool,
+    },
+    /// An array of an undecoded element type, selected as `col::text` (the array's output
+    /// function calls each element's) and read back from PostgreSQL's array syntax, whose
+    /// element delimiter is `,` for every type but `box` (`;`).
+    AsTextArray {
+        delimiter: char,
+    },
+}
+
+/// One column of a query: how it is read and the type the catalogue shows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct Plan {
+    pub read: Read,
+    pub shown: ColumnType,
+}
+
+impl Plan {
+    /// The kind of the values that arrive in the `COPY` (after any cast).
+    /// How the `COPY` selects `column` (an expression naming it), when not as it is.
+    pub(super) fn select(&self, column: &str) -> Option<String> {
+        match self.read {
+            Read::AsText { inet: true } => Some(format!("abbrev({column})")),
+            Read::AsText { inet: false } | Read::AsTextArray { .. } => {
+                Some(format!("{column}::text"))
+            }
+            Read::Native(_) | Read::Array(_) => None,
+        }
+    }
+
+    /// The value of one cell's bytes in the `COPY`.
+    pub(super) fn decode(&self, b: &[u8]) -> Option<Value> {
+        match self.read {
+            Read::Native(kind) => decode_binary(kind, b),
+            Read::Array(kind) => decode_array(kind, b),
+            Read::AsText { .. } => decode_binary(Kind::Text, b),
+            Read::AsTextArray { delimiter } => {
+                parse_array_text(std::str::from_utf8(b).ok()?, delimiter)
+            }
+        }
     }
 }
 
-pub(super) fn column_type(k: Kind) -> ColumnType {
-    match k {
-        Kind::Bool => ColumnType::Boolean,
-        Kind::I16 | Kind::I32 | Kind::I64 => ColumnType::Integer,
-        Kind::F32 | Kind::F64 => ColumnType::Number,
-        Kind::Numeric => ColumnType::Decimal,
-        Kind::Text => ColumnType::Text,
-        Kind::Date => ColumnType::Date,
-        Kind::Timestamp | Kind::TimestampTz => ColumnType::Datetime,
-        Kind::Bytes => ColumnType::Bytes,
-        Kind::Unsupported => ColumnType::Unknown,
+/// Domains are read as their base type, however deep.
+fn base(t: &PgTypeInfo) -> &PgTypeInfo {
+    let mut t = t;
+    // A domain cannot be its own base; the bound only guards against a driver surprise.
+    for _ in 0..32 {
+        match t.kind() {
+            PgTypeKind::Domain(inner) => t = inner,
+            _ => break,
+        }
+    }
+    t
+}
+
+/// The decoder and the shown type of a scalar (non-array) type, `None` when Exportal reads it
+/// through its text form.
+fn scalar(t: &PgTypeInfo) -> Option<(Kind, ColumnType)> {
+    if let PgTypeKind::Enum(_) = t.kind() {
+        return Some((Kind::Text, ColumnType::Enum));
+    }
+    Some(match t.name() {
+        "BOOL" => (Kind::Bool, ColumnType::Boolean),
+        "INT2" => (Kind::I16, ColumnType::Integer),
+        "INT4" => (Kind::I32, ColumnType::Integer),
+        "INT8" => (Kind::I64, ColumnType::Integer),
+        "OID" => (Kind::Oid, ColumnType::Integer),
+        "FLOAT4" => (Kind::F32, ColumnType::Number),
+        "FLOAT8" => (Kind::F64, ColumnType::Number),
+        "NUMERIC" => (Kind::Numeric, ColumnType::Decimal),
+        "TEXT" | "VARCHAR" | "BPCHAR" | "CHAR" | "NAME" => (Kind::Text, ColumnType::Text),
+        "\"CHAR\"" => (Kind::Char, ColumnType::Text),
+        "DATE" => (Kind::Date, ColumnType::Date),
+        "TIMESTAMP" => (Kind::Timestamp, ColumnType::Datetime),
+        "TIMESTAMPTZ" => (Kind::TimestampTz, ColumnType::Datetime),
+        "TIME" => (Kind::Time, ColumnType::Time),
+        "UUID" => (Kind::Uuid, ColumnType::Uuid),
+        "JSON" => (Kind::Json, ColumnType::Json),
+        "JSONB" => (Kind::Jsonb, ColumnType::Json),
+        "BYTEA" => (Kind::Bytes, ColumnType::Bytes),
+        _ => return None,
+    })
+}
+
+/// What the catalogue shows for a type read through its text form: a word for the types a
+/// person knows by name, `text` for the rest (ranges, geometry, `xml`, `bit`, composites,
+/// extension types), which is what they export as.
+fn shown_as_text(t: &PgTypeInfo) -> ColumnType {
+    match t.name() {
+        "TIMETZ" => ColumnType::Time,
+        "INTERVAL" => ColumnType::Interval,
+        "INET" | "CIDR" | "MACADDR" | "MACADDR8" => ColumnType::Network,
+        "MONEY" => ColumnType::Money,
+        "POINT" | "LINE" | "LSEG" | "BOX" | "PATH" | "POLYGON" | "CIRCLE" | "geometry"
+        | "geography" => ColumnType::Geometry,
+        _ => ColumnType::Text,
+    }
+}
+
+/// How a column of type `t` is read and shown: no type is refused.
+pub(super) fn plan(t: &PgTypeInfo) -> Plan {
+    let t = base(t);
+    if let PgTypeKind::Array(element) = t.kind() {
+        let element = base(element);
+        return match scalar(element) {
+            Some((kind, shown)) => Plan {
+                read: Read::Array(kind),
+                shown: ColumnType::Array(Box::new(shown)),
+            },
+            None => Plan {
+                read: Read::AsTextArray {
+                    delimiter: if element.name() == "BOX" { ';' } else { ',' },
+                },
+                shown: ColumnType::Array(Box::new(shown_as_text(element))),
+            },
+        };
+    }
+    match scalar(t) {
+        Some((kind, shown)) => Plan {
+            read: Read::Native(kind),
+            shown,
+        },
+        None => Plan {
+            read: Read::AsText {
+                inet: t.name() == "INET",
+            },
+            shown: shown_as_text(t),
+        },
     }
 }
 
@@ -72,7 +194,7 @@ pub(super) fn decode_binary(kind: Kind, b: &[u8]) -> Option<Value> {
         }
         let at = epoch()?.checked_add_signed(chrono::Duration::microseconds(us))?;
         Some(if tz {
-            Value::Timestamp(at.and_utc())
+            Value::Timestamp(at.and_utc().fixed_offset())
         } else {
             Value::DateTime(at)
         })
@@ -94,9 +216,158 @@ pub(super) fn decode_binary(kind: Kind, b: &[u8]) -> Option<Value> {
         },
         Kind::Timestamp => micros(b, false)?,
         Kind::TimestampTz => micros(b, true)?,
+        Kind::Time => {
+            let us = i64::from_be_bytes(b.try_into().ok()?);
+            let secs = u32::try_from(us.div_euclid(1_000_000)).ok()?;
+            let nanos = (us.rem_euclid(1_000_000) * 1000) as u32;
+            // 24:00:00 is a valid PostgreSQL time but no NaiveTime: written as PostgreSQL
+            // writes it.
+            if secs == 86_400 && nanos == 0 {
+                Value::Text("24:00:00".into())
+            } else {
+                Value::Time(chrono::NaiveTime::from_num_seconds_from_midnight_opt(
+                    secs, nanos,
+                )?)
+            }
+        }
+        Kind::Uuid => Value::Text(uuid::Uuid::from_slice(b).ok()?.hyphenated().to_string()),
+        Kind::Json => Value::Json(std::str::from_utf8(b).ok()?.to_owned()),
+        Kind::Jsonb => match b.split_first() {
+            Some((1, text)) => Value::Json(std::str::from_utf8(text).ok()?.to_owned()),
+            _ => return None,
+        },
+        Kind::Oid => Value::Int(u32::from_be_bytes(b.try_into().ok()?).into()),
+        Kind::Char => {
+            // PostgreSQL's `"char"` holds one byte; a high byte prints as an octal escape.
+            let [c] = b else { return None };
+            Value::Text(if *c == 0 {
+                String::new()
+            } else if c.is_ascii() {
+                char::from(*c).to_string()
+            } else {
+                format!("\\{c:03o}")
+            })
+        }
         Kind::Bytes => Value::Bytes(b.to_vec()),
-        Kind::Unsupported => return None,
     })
+}
+
+/// PostgreSQL's own limit on array dimensions (MAXDIM).
+const MAX_DIMENSIONS: usize = 6;
+
+/// An array in PostgreSQL's binary format (dimensions, a null flag, the element type, then
+/// each dimension's length and lower bound, then the elements), read as nested arrays; the
+/// lower bounds are not kept.
+pub(super) fn decode_array(kind: Kind, b: &[u8]) -> Option<Value> {
+    let int = |at: usize| -> Option<i32> {
+        Some(i32::from_be_bytes(b.get(at..at + 4)?.try_into().ok()?))
+    };
+    let ndim = usize::try_from(int(0)?).ok()?;
+    if ndim == 0 {
+        return Some(Value::Array(Vec::new()));
+    }
+    if ndim > MAX_DIMENSIONS {
+        return None;
+    }
+    let mut dims = Vec::with_capacity(ndim);
+    for d in 0..ndim {
+        dims.push(usize::try_from(int(12 + 8 * d)?).ok()?);
+    }
+    let mut at = 12 + 8 * ndim;
+    // Every element takes at least its 4-byte length.
+    let total = dims.iter().try_fold(1usize, |n, &d| n.checked_mul(d))?;
+    if total > (b.len().saturating_sub(at)) / 4 {
+        return None;
+    }
+    let mut elements = Vec::with_capacity(total);
+    for _ in 0..total {
+        let len = int(at)?;
+        at += 4;
+        if len < 0 {
+            elements.push(Value::Null);
+            continue;
+        }
+        let bytes = b.get(at..at + len as usize)?;
+        at += len as usize;
+        elements.push(decode_binary(kind, bytes)?);
+    }
+    if at != b.len() {
+        return None;
+    }
+    Some(nest(&mut elements.into_iter(), &dims))
+}
+
+/// An array in PostgreSQL's text syntax (`{a,"b c",NULL,{1,2}}`, after an optional
+/// `[1:2]=` of lower bounds, which are not kept), as nested arrays of text; `None` when it is
+/// not well formed.
+pub(super) fn parse_array_text(text: &str, delimiter: char) -> Option<Value> {
+    let text = match text.strip_prefix('[') {
+        Some(_) => &text[text.find('=')? + 1..],
+        None => text,
+    };
+    let mut chars = text.chars().peekable();
+    let value = parse_array(&mut chars, delimiter, 0)?;
+    chars.next().is_none().then_some(value)
+}
+
+fn parse_array(
+    chars: &mut std::iter::Peekable<std::str::Chars<'_>>,
+    delimiter: char,
+    depth: usize,
+) -> Option<Value> {
+    if depth >= MAX_DIMENSIONS || chars.next()? != '{' {
+        return None;
+    }
+    let mut items = Vec::new();
+    if chars.peek() == Some(&'}') {
+        chars.next();
+        return Some(Value::Array(items));
+    }
+    loop {
+        match *chars.peek()? {
+            '{' => items.push(parse_array(chars, delimiter, depth + 1)?),
+            '"' => {
+                chars.next();
+                let mut s = String::new();
+                loop {
+                    match chars.next()? {
+                        '\\' => s.push(chars.next()?),
+                        '"' => break,
+                        c => s.push(c),
+                    }
+                }
+                items.push(Value::Text(s));
+            }
+            _ => {
+                let mut s = String::new();
+                while let Some(&c) = chars.peek() {
+                    if c == delimiter || c == '}' {
+                        break;
+                    }
+                    s.push(c);
+                    chars.next();
+                }
+                items.push(if s == "NULL" {
+                    Value::Null
+                } else {
+                    Value::Text(s)
+                });
+            }
+        }
+        match chars.next()? {
+            '}' => return Some(Value::Array(items)),
+            c if c == delimiter => {}
+            _ => return None,
+        }
+    }
+}
+
+/// Groups the flat elements into the array's dimensions, outermost first.
+fn nest(elements: &mut impl Iterator<Item = Value>, dims: &[usize]) -> Value {
+    match dims {
+        [] | [_] => Value::Array(elements.take(dims.first().copied().unwrap_or(0)).collect()),
+        [outer, inner @ ..] => Value::Array((0..*outer).map(|_| nest(elements, inner)).collect()),
+    }
 }
 
 /// The exact text of a NUMERIC in PostgreSQL's binary format, with its display scale
@@ -220,7 +491,7 @@ mod tests {
         );
         assert_eq!(
             decode_binary(Kind::TimestampTz, &us.to_be_bytes()),
-            Some(Value::Timestamp(noon.and_utc()))
+            Some(Value::Timestamp(noon.and_utc().fixed_offset()))
         );
         assert_eq!(
             decode_binary(Kind::TimestampTz, &i64::MIN.to_be_bytes()),
@@ -228,7 +499,38 @@ mod tests {
         );
         // Too short for the type: the caller reports it.
         assert_eq!(decode_binary(Kind::I64, &[0, 1]), None);
-        assert_eq!(decode_binary(Kind::Unsupported, &[0]), None);
+    }
+
+    #[test]
+    fn array_text_reads_as_postgresql_writes_it() {
+        use super::parse_array_text;
+        let t = |s: &str| Value::Text(s.into());
+        assert_eq!(
+            parse_array_text(r#"{a,"b c","\"q\" \\",NULL,"NULL",""}"#, ','),
+            Some(Value::Array(vec![
+                t("a"),
+                t("b c"),
+                t("\"q\" \\"),
+                Value::Null,
+                t("NULL"),
+                t("")
+            ]))
+        );
+        assert_eq!(
+            parse_array_text("[0:1][1:1]={{1},{2}}", ','),
+            Some(Value::Array(vec![
+                Value::Array(vec![t("1")]),
+                Value::Array(vec![t("2")])
+            ]))
+        );
+        assert_eq!(
+            parse_array_text("{(1,1),(0,0);(2,2),(1,1)}", ';'),
+            Some(Value::Array(vec![t("(1,1),(0,0)"), t("(2,2),(1,1)")]))
+        );
+        assert_eq!(parse_array_text("{}", ','), Some(Value::Array(vec![])));
+        for broken in ["", "{", "{a", "{\"a}", "{a}x", "[1:2", "{{{{{{{1}}}}}}}"] {
+            assert_eq!(parse_array_text(broken, ','), None, "{broken}");
+        }
     }
 
     fn numeric(ndigits: u16, weight: i16, sign: u16, dscale: u16, digits: &[u16]) -> Vec<u8> {

@@ -15,7 +15,7 @@
 //! would: an empty optional parameter in `(id >= :p OR :p IS NULL)`, or text against an enum
 //! column, works.
 
-use super::binary::{decode_binary, Kind};
+use super::binary::Plan;
 use crate::catalog::sql::replace_positional;
 use crate::source::{Param, Row, SourceError, Value};
 use chrono::{Datelike, NaiveDate};
@@ -26,11 +26,15 @@ pub(super) fn setting(n: usize) -> String {
 }
 
 /// The `COPY` statement for `sql` (in `$n` style), each `$n` reading the setting that holds
-/// `params[n - 1]`; `inferred[n - 1]` is the type PostgreSQL formatted for `$n`.
+/// `params[n - 1]`; `inferred[n - 1]` is the type PostgreSQL formatted for `$n`. `plans` has
+/// one entry per output column: when some column is not read as it is, every column is
+/// selected from the query as a subquery whose columns are renamed by position
+/// (`q(c1, c2, …)`), so duplicate or odd column names need no quoting.
 pub(super) fn statement(
     sql: &str,
     params: &[Param],
     inferred: &[String],
+    plans: &[Plan],
 ) -> Result<String, SourceError> {
     let reads: Vec<String> = params
         .iter()
@@ -53,7 +57,25 @@ pub(super) fn statement(
         .map_err(|e| SourceError::query(format!("The query could not be read: {e}")))?;
     let query = query.trim().trim_end_matches(';');
     // The line break ends a trailing `--` comment in the operator's SQL.
-    Ok(format!("COPY ({query}\n) TO STDOUT (FORMAT binary)"))
+    let selects: Vec<Option<String>> = plans
+        .iter()
+        .enumerate()
+        .map(|(i, plan)| plan.select(&format!("q.c{}", i + 1)))
+        .collect();
+    if selects.iter().all(Option::is_none) {
+        return Ok(format!("COPY ({query}\n) TO STDOUT (FORMAT binary)"));
+    }
+    let select: Vec<String> = selects
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| s.unwrap_or_else(|| format!("q.c{}", i + 1)))
+        .collect();
+    let names: Vec<String> = (1..=plans.len()).map(|i| format!("c{i}")).collect();
+    Ok(format!(
+        "COPY (SELECT {} FROM ({query}\n) AS q({})) TO STDOUT (FORMAT binary)",
+        select.join(", "),
+        names.join(", ")
+    ))
 }
 
 /// A parameter as the text its type's input function reads; `None` for NULL.
@@ -100,7 +122,7 @@ fn date(d: NaiveDate) -> (String, &'static str) {
 /// What the `COPY` stream's bytes become: rows of [`Value`]s, with the columns' types from
 /// describing the query.
 pub(super) struct CopyReader {
-    columns: Vec<(String, Kind, String)>,
+    columns: Vec<(String, Plan, String)>,
     /// The start of a row that continues in the next message.
     pending: Vec<u8>,
     header_read: bool,
@@ -112,7 +134,7 @@ const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
 
 impl CopyReader {
     /// `columns`: name, how it is read, and the server's type name (for messages).
-    pub(super) fn new(columns: Vec<(String, Kind, String)>) -> Self {
+    pub(super) fn new(columns: Vec<(String, Plan, String)>) -> Self {
         Self {
             columns,
             pending: Vec::new(),
@@ -192,7 +214,7 @@ impl CopyReader {
     /// One row's fields starting at `at`; `None` if the row continues past `buf`.
     fn row(&self, buf: &[u8], mut at: usize) -> Result<Option<(Row, usize)>, SourceError> {
         let mut row = Vec::with_capacity(self.columns.len());
-        for (name, kind, type_name) in &self.columns {
+        for (name, plan, type_name) in &self.columns {
             let Some(len) = be_i32(buf, at) else {
                 return Ok(None);
             };
@@ -206,22 +228,18 @@ impl CopyReader {
             };
             at += len as usize;
             row.push(
-                decode_binary(*kind, bytes).ok_or_else(|| unreadable(name, *kind, type_name))?,
+                plan.decode(bytes)
+                    .ok_or_else(|| unreadable(name, type_name))?,
             );
         }
         Ok(Some((row, at)))
     }
 }
 
-fn unreadable(column: &str, kind: Kind, type_name: &str) -> SourceError {
-    SourceError::query(if matches!(kind, Kind::Unsupported) {
-        format!(
-            "column `{column}` has type {type_name}, which Exportal does not export; \
-             cast it in the dataset's SQL (for example `{column}::text`)"
-        )
-    } else {
-        format!("A value in column `{column}` is not a valid {type_name}.")
-    })
+fn unreadable(column: &str, type_name: &str) -> SourceError {
+    SourceError::query(format!(
+        "A value in column `{column}` is not a valid {type_name}."
+    ))
 }
 
 fn broken(what: &str) -> SourceError {
@@ -241,6 +259,8 @@ fn be_i32(buf: &[u8], at: usize) -> Option<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::source::postgres::binary::{Kind, Read};
+    use app::catalog::ColumnType;
 
     #[test]
     fn values_are_read_from_settings_and_never_written_into_the_statement() {
@@ -265,7 +285,7 @@ mod tests {
         .to_vec();
         let sql = "SELECT $1, $2, $3, $4, $5 || '$5', $6 -- note $1;\n;";
         assert_eq!(
-            statement(sql, &params, &inferred).unwrap(),
+            statement(sql, &params, &inferred, &[]).unwrap(),
             "COPY (SELECT NULL::integer, (SELECT current_setting('exportal.p2')::bool), \
              (SELECT current_setting('exportal.p3')::int8), (SELECT current_setting('exportal.p4')::float8), \
              (SELECT current_setting('exportal.p5')::text) || '$5', (SELECT current_setting('exportal.p6')::date) \
@@ -319,10 +339,17 @@ mod tests {
         b
     }
 
+    fn native(kind: Kind) -> Plan {
+        Plan {
+            read: Read::Native(kind),
+            shown: ColumnType::Text,
+        }
+    }
+
     fn reader() -> CopyReader {
         CopyReader::new(vec![
-            ("id".into(), Kind::I64, "INT8".into()),
-            ("name".into(), Kind::Text, "TEXT".into()),
+            ("id".into(), native(Kind::I64), "INT8".into()),
+            ("name".into(), native(Kind::Text), "TEXT".into()),
         ])
     }
 
@@ -376,19 +403,74 @@ mod tests {
     }
 
     #[test]
-    fn an_unsupported_type_names_the_column_and_a_cast() {
-        let mut r = CopyReader::new(vec![("shape".into(), Kind::Unsupported, "POINT".into())]);
-        let e = r
-            .feed(&stream(&[&[Some(b"xx")]]), &mut Vec::new())
-            .unwrap_err();
-        assert!(
-            e.message.contains("`shape` has type POINT"),
-            "{}",
-            e.message
+    fn columns_without_a_decoder_are_cast_to_text_by_position() {
+        assert_eq!(
+            statement(
+                "SELECT id, span, tags, ip FROM t -- the end",
+                &[],
+                &[],
+                &[
+                    native(Kind::I64),
+                    Plan {
+                        read: Read::AsText { inet: false },
+                        shown: ColumnType::Interval
+                    },
+                    Plan {
+                        read: Read::AsTextArray { delimiter: ',' },
+                        shown: ColumnType::Array(Box::new(ColumnType::Interval))
+                    },
+                    Plan {
+                        read: Read::AsText { inet: true },
+                        shown: ColumnType::Network
+                    },
+                ]
+            )
+            .unwrap(),
+            "COPY (SELECT q.c1, q.c2::text, q.c3::text, abbrev(q.c4) FROM (SELECT id, span, tags, ip FROM t -- the end\n) \
+             AS q(c1, c2, c3, c4)) TO STDOUT (FORMAT binary)"
         );
+    }
+
+    #[test]
+    fn array_cells_are_read_as_nested_arrays() {
+        // int4[] '{{1,NULL},{3,4}}': 2 dimensions, has nulls, element oid 23, then
+        // (length, lower bound) per dimension, then the elements.
+        let mut cell = Vec::new();
+        for w in [2i32, 1, 23, 2, 1, 2, 1] {
+            cell.extend_from_slice(&w.to_be_bytes());
+        }
+        for e in [Some(1i32), None, Some(3), Some(4)] {
+            match e {
+                Some(v) => {
+                    cell.extend_from_slice(&4i32.to_be_bytes());
+                    cell.extend_from_slice(&v.to_be_bytes());
+                }
+                None => cell.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+        }
+        let plan = Plan {
+            read: Read::Array(Kind::I32),
+            shown: ColumnType::Array(Box::new(ColumnType::Integer)),
+        };
         let mut out = Vec::new();
-        let mut r = CopyReader::new(vec![("shape".into(), Kind::Unsupported, "POINT".into())]);
-        r.feed(&stream(&[&[None]]), &mut out).unwrap();
-        assert_eq!(out, vec![vec![Value::Null]]);
+        let mut r = CopyReader::new(vec![("a".into(), plan.clone(), "INT4[]".into())]);
+        r.feed(&stream(&[&[Some(&cell)]]), &mut out).unwrap();
+        assert_eq!(
+            out,
+            vec![vec![Value::Array(vec![
+                Value::Array(vec![Value::Int(1), Value::Null]),
+                Value::Array(vec![Value::Int(3), Value::Int(4)]),
+            ])]]
+        );
+        // A length that claims more elements than the bytes hold is an error, not an allocation.
+        let mut huge = Vec::new();
+        for w in [1i32, 0, 23, i32::MAX, 1] {
+            huge.extend_from_slice(&w.to_be_bytes());
+        }
+        let mut r = CopyReader::new(vec![("a".into(), plan, "INT4[]".into())]);
+        let e = r
+            .feed(&stream(&[&[Some(&huge)]]), &mut Vec::new())
+            .unwrap_err();
+        assert!(e.message.contains("not a valid INT4[]"), "{}", e.message);
     }
 }

@@ -12,7 +12,7 @@ mod copy;
 use super::{BatchStream, Chunk, Described, Param, Row, Sent, Source, SourceError, SourceOptions};
 use crate::catalog::sql::Dialect;
 use async_trait::async_trait;
-use binary::{column_type, kind};
+use binary::plan;
 use futures::{FutureExt, StreamExt};
 use sqlx::postgres::types::Oid;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions};
@@ -128,14 +128,15 @@ async fn copy_rows(
     // COPY's output carries no types: they come from preparing the query, at the moment it
     // runs, and so do the types PostgreSQL infers for its parameters.
     let prepared = conn.prepare(&query.sql).await.map_err(fail)?;
-    let columns = prepared
+    let columns: Vec<_> = prepared
         .columns()
         .iter()
         .map(|c| {
-            let type_name = c.type_info().name();
-            (c.name().to_string(), kind(type_name), type_name.to_string())
+            let t = c.type_info();
+            (c.name().to_string(), plan(t), t.name().to_string())
         })
         .collect();
+    let plans: Vec<_> = columns.iter().map(|(_, p, _)| p.clone()).collect();
     let oids: Vec<Oid> = match prepared.parameters() {
         Some(sqlx::Either::Left(types)) => types.iter().filter_map(|t| t.oid()).collect(),
         _ => Vec::new(),
@@ -155,7 +156,7 @@ async fn copy_rows(
     let inferred = bind_settings(conn, &texts, &oids, query.timeout)
         .await
         .map_err(fail)?;
-    let statement = copy::statement(&query.sql, &query.params, &inferred)?;
+    let statement = copy::statement(&query.sql, &query.params, &inferred, &plans)?;
     let mut reader = copy::CopyReader::new(columns);
     let mut copy = conn.copy_out_raw(&statement).await.map_err(fail)?;
     let take = |batch: &mut Vec<Row>| {
@@ -257,7 +258,7 @@ pub fn copy_statement(
     params: &[Param],
     inferred: &[String],
 ) -> Result<String, SourceError> {
-    copy::statement(sql, params, inferred)
+    copy::statement(sql, params, inferred, &[])
 }
 
 impl PgSource {
@@ -289,7 +290,7 @@ impl Source for PgSource {
     }
 
     async fn describe(&self, sql: &str) -> Result<Described, SourceError> {
-        super::pooled::describe(&self.pool, &self.name, sql, |t| column_type(kind(t))).await
+        super::pooled::describe(&self.pool, &self.name, sql, |t| plan(t).shown).await
     }
 
     fn batches<'a>(&'a self, sql: &'a str, params: &'a [Param]) -> BatchStream<'a> {

@@ -16,6 +16,9 @@ use sqlx::mysql::{MySqlConnectOptions, MySqlPool, MySqlPoolOptions, MySqlRow};
 use sqlx::types::BigDecimal;
 use sqlx::{Column, Executor, Row, TypeInfo, ValueRef};
 use std::str::FromStr;
+use std::sync::Arc;
+
+mod binary;
 
 /// The most rows per batch.
 const BATCH_ROWS: usize = 256;
@@ -27,6 +30,9 @@ pub struct MySqlSource {
     dialect: Dialect,
     /// The session's own limit, restored after a shorter one (MySQL only).
     statement_timeout: std::time::Duration,
+    /// Per described query, whether each column's character set is `binary` (see
+    /// [`MySqlSource::binary_charsets`]). One entry per dataset query, filled at start-up.
+    charsets: std::sync::Mutex<std::collections::HashMap<String, Arc<[bool]>>>,
 }
 
 /// Which server answers: they stop long statements differently.
@@ -110,11 +116,61 @@ impl MySqlSource {
             flavour,
             dialect,
             statement_timeout: options.statement_timeout,
+            charsets: Default::default(),
         })
+    }
+
+    fn charsets_of(&self, sql: &str) -> Option<Arc<[bool]>> {
+        self.charsets
+            .lock()
+            .expect("charset cache lock")
+            .get(sql)
+            .cloned()
+    }
+
+    /// Whether each column of `sql` has the `binary` character set. The protocol's BINARY
+    /// flag cannot tell (it is also set for `utf8mb4_bin` text, MariaDB's JSON, UUID and
+    /// INET6), and the driver does not pass on the character set, so the server is asked:
+    /// `CHARSET()` of each column of the query, over no rows of it (every parameter NULL, the
+    /// query joined `ON FALSE`, so it reads nothing). `None` when the server cannot answer
+    /// (no CTEs before MySQL 8): such columns stay binary.
+    async fn binary_charsets(&self, sql: &str, described: &Described) -> Option<Arc<[bool]>> {
+        if !described
+            .columns
+            .iter()
+            .any(|c| c.kind == ColumnType::Bytes)
+        {
+            return None;
+        }
+        let n = described.columns.len();
+        let names: Vec<String> = (1..=n).map(|i| format!("c{i}")).collect();
+        let charsets: Vec<String> = names.iter().map(|c| format!("CHARSET({c})")).collect();
+        // The line break ends a trailing `--` comment in the operator's SQL.
+        let probe = format!(
+            "WITH exportal_q({}) AS ({}\n) SELECT {} FROM (SELECT 1) AS exportal_one \
+             LEFT JOIN exportal_q ON FALSE",
+            names.join(", "),
+            sql.trim().trim_end_matches(';'),
+            charsets.join(", ")
+        );
+        let nulls = vec![Param::Null; described.parameters];
+        match super::pooled::bound(&probe, &nulls)
+            .fetch_one(&self.pool)
+            .await
+        {
+            Ok(row) => (0..n)
+                .map(|i| row.try_get::<String, _>(i).ok().map(|cs| cs == "binary"))
+                .collect::<Option<Vec<bool>>>()
+                .map(Into::into),
+            Err(e) => {
+                tracing::warn!(source = %self.name, error = %e, "the columns' character sets could not be read; binary-flagged text columns are exported as bytes");
+                None
+            }
+        }
     }
 }
 
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
     Bool,
     Signed,
@@ -126,11 +182,29 @@ enum Kind {
     Date,
     DateTime,
     Timestamp,
+    /// MySQL's TIME is a duration (-838:59:59 to 838:59:59): written as the server writes it.
     Time,
+    /// BIT(n), written as the number its bits make.
+    Bit,
+    Json,
+    /// The server's geometry (SRID + WKB), written as WKT.
+    Geometry,
     Bytes,
 }
 
-fn kind(type_name: &str) -> Kind {
+/// The string types the driver names by the protocol's BINARY flag, which the server also
+/// sets for text with a binary collation (`utf8mb4_bin`, MariaDB's JSON, UUID and INET6).
+fn flagged_binary(type_name: &str) -> bool {
+    matches!(
+        type_name,
+        "BINARY" | "VARBINARY" | "BLOB" | "TINYBLOB" | "MEDIUMBLOB" | "LONGBLOB"
+    )
+}
+
+/// How a column is read, from the driver's type name and, for the types [`flagged_binary`]
+/// cannot settle, whether the server's character set for it is `binary` (`None`: not known,
+/// taken as binary, so no bytes are ever mistaken for text).
+fn kind(type_name: &str, binary_charset: Option<bool>) -> Kind {
     let unsigned = type_name.ends_with("UNSIGNED");
     match type_name.trim_end_matches(" UNSIGNED") {
         "BOOLEAN" => Kind::Bool,
@@ -146,53 +220,111 @@ fn kind(type_name: &str) -> Kind {
         "DATETIME" => Kind::DateTime,
         "TIMESTAMP" => Kind::Timestamp,
         "TIME" => Kind::Time,
-        "BINARY" | "VARBINARY" | "BLOB" | "TINYBLOB" | "MEDIUMBLOB" | "LONGBLOB" | "BIT"
-        | "GEOMETRY" => Kind::Bytes,
+        "BIT" => Kind::Bit,
+        "JSON" => Kind::Json,
+        "GEOMETRY" => Kind::Geometry,
+        name if flagged_binary(name) && binary_charset == Some(false) => Kind::Text,
+        name if flagged_binary(name) => Kind::Bytes,
         _ => Kind::Text,
     }
 }
 
-fn column_type(k: Kind) -> ColumnType {
+fn column_type(type_name: &str, k: Kind) -> ColumnType {
     match k {
         Kind::Bool => ColumnType::Boolean,
-        Kind::Signed | Kind::Unsigned => ColumnType::Integer,
+        Kind::Signed | Kind::Unsigned | Kind::Bit => ColumnType::Integer,
         Kind::Float | Kind::Double => ColumnType::Number,
         Kind::Decimal => ColumnType::Decimal,
-        Kind::Text | Kind::Time => ColumnType::Text,
+        Kind::Text if matches!(type_name, "ENUM" | "SET") => ColumnType::Enum,
+        Kind::Text => ColumnType::Text,
+        Kind::Time => ColumnType::Time,
         Kind::Date => ColumnType::Date,
         Kind::DateTime | Kind::Timestamp => ColumnType::Datetime,
+        Kind::Json => ColumnType::Json,
+        Kind::Geometry => ColumnType::Geometry,
         Kind::Bytes => ColumnType::Bytes,
     }
 }
 
-fn decode(row: &MySqlRow, kinds: &[Kind]) -> Result<Vec<Value>, sqlx::Error> {
+/// The kinds of a row's columns; `binary` holds the charset answers for the query, if known.
+fn kinds_of(row: &MySqlRow, binary: Option<&[bool]>) -> Vec<Kind> {
+    row.columns()
+        .iter()
+        .enumerate()
+        .map(|(i, c)| kind(c.type_info().name(), binary.and_then(|b| b.get(i).copied())))
+        .collect()
+}
+
+fn decode(source: &str, row: &MySqlRow, kinds: &[Kind]) -> Result<Vec<Value>, SourceError> {
+    let fail = |e| SourceError::from_sqlx(source, e);
     let mut out = Vec::with_capacity(kinds.len());
     for (i, k) in kinds.iter().enumerate() {
-        if row.try_get_raw(i)?.is_null() {
+        // The driver calls a zero date NULL; only a cell without bytes is one.
+        let null = if matches!(k, Kind::Date | Kind::DateTime | Kind::Timestamp) {
+            row.try_get_unchecked::<&[u8], _>(i).is_err()
+        } else {
+            row.try_get_raw(i).map_err(fail)?.is_null()
+        };
+        if null {
             out.push(Value::Null);
             continue;
         }
+        // The statement protocol's bytes, for the types read here rather than by the driver.
+        // Temporal values keep their length byte in front.
+        let raw = || row.try_get_unchecked::<&[u8], _>(i).map_err(fail);
+        let invalid = || {
+            SourceError::query(format!(
+                "A value in column {} could not be read as {k:?}.",
+                i + 1
+            ))
+        };
+        let temporal = || raw().map(|b| b.get(1..).unwrap_or_default());
         out.push(match k {
-            Kind::Bool => Value::Bool(row.try_get(i)?),
-            Kind::Signed => Value::Int(row.try_get(i)?),
-            Kind::Unsigned => {
-                let u: u64 = row.try_get(i)?;
-                i64::try_from(u)
-                    .map(Value::Int)
-                    .unwrap_or_else(|_| Value::Decimal(u.to_string()))
+            Kind::Bool => Value::Bool(row.try_get(i).map_err(fail)?),
+            Kind::Signed => Value::Int(row.try_get(i).map_err(fail)?),
+            Kind::Unsigned => unsigned(row.try_get(i).map_err(fail)?),
+            Kind::Float => Value::Float(row.try_get::<f32, _>(i).map_err(fail)?.into()),
+            Kind::Double => Value::Float(row.try_get(i).map_err(fail)?),
+            Kind::Decimal => Value::Decimal(
+                row.try_get::<BigDecimal, _>(i)
+                    .map_err(fail)?
+                    .to_plain_string(),
+            ),
+            Kind::Text => Value::Text(row.try_get_unchecked(i).map_err(fail)?),
+            Kind::Json => Value::Json(row.try_get_unchecked(i).map_err(fail)?),
+            Kind::Date | Kind::DateTime | Kind::Timestamp => {
+                let parts = binary::date_parts(temporal()?).ok_or_else(invalid)?;
+                calendar(*k, parts).unwrap_or_else(|| Value::Text(parts.text(*k != Kind::Date)))
             }
-            Kind::Float => Value::Float(row.try_get::<f32, _>(i)?.into()),
-            Kind::Double => Value::Float(row.try_get(i)?),
-            Kind::Decimal => Value::Decimal(row.try_get::<BigDecimal, _>(i)?.to_plain_string()),
-            Kind::Text => Value::Text(row.try_get_unchecked(i)?),
-            Kind::Date => Value::Date(row.try_get(i)?),
-            Kind::DateTime => Value::DateTime(row.try_get(i)?),
-            Kind::Timestamp => Value::Timestamp(row.try_get(i)?),
-            Kind::Time => Value::Text(row.try_get::<chrono::NaiveTime, _>(i)?.to_string()),
-            Kind::Bytes => Value::Bytes(row.try_get(i)?),
+            Kind::Time => Value::Text(binary::time_text(temporal()?).ok_or_else(invalid)?),
+            Kind::Bit => unsigned(binary::bit_value(raw()?).ok_or_else(invalid)?),
+            Kind::Geometry => Value::Text(binary::geometry_wkt(raw()?).ok_or_else(invalid)?),
+            Kind::Bytes => Value::Bytes(row.try_get(i).map_err(fail)?),
         });
     }
     Ok(out)
+}
+
+/// A 64-bit unsigned value.
+fn unsigned(u: u64) -> Value {
+    i64::try_from(u).map(Value::Int).unwrap_or(Value::UInt(u))
+}
+
+/// A date or date-time that is on the calendar; `None` for MySQL's zero dates
+/// (`0000-00-00`, `2024-00-15`), which are then written as the server writes them instead of
+/// turning into a silent NULL.
+fn calendar(kind: Kind, p: binary::DateParts) -> Option<Value> {
+    if !p.is_calendar_date() {
+        return None;
+    }
+    let date = chrono::NaiveDate::from_ymd_opt(p.year.into(), p.month.into(), p.day.into())?;
+    let at = date.and_hms_micro_opt(p.hour.into(), p.minute.into(), p.second.into(), p.micros)?;
+    Some(match kind {
+        Kind::Date => Value::Date(date),
+        // The driver sets the session's time zone to UTC, so TIMESTAMPs arrive in UTC.
+        Kind::Timestamp => Value::Timestamp(at.and_utc().fixed_offset()),
+        _ => Value::DateTime(at),
+    })
 }
 
 #[async_trait]
@@ -202,24 +334,39 @@ impl Source for MySqlSource {
     }
 
     async fn describe(&self, sql: &str) -> Result<Described, SourceError> {
-        super::pooled::describe(&self.pool, &self.name, sql, |t| column_type(kind(t))).await
+        let described = super::pooled::describe(&self.pool, &self.name, sql, |t| {
+            column_type(t.name(), kind(t.name(), None))
+        })
+        .await?;
+        // Which of the columns the protocol flags as binary really are: asked once, at
+        // start-up, and kept for the exports of this query.
+        let binary = self.binary_charsets(sql, &described).await;
+        let mut described = described;
+        if let Some(binary) = &binary {
+            for (column, &is_binary) in described.columns.iter_mut().zip(binary.iter()) {
+                if column.kind == ColumnType::Bytes && !is_binary {
+                    column.kind = ColumnType::Text;
+                }
+            }
+            self.charsets
+                .lock()
+                .expect("charset cache lock")
+                .insert(sql.to_string(), binary.clone());
+        }
+        Ok(described)
     }
 
     fn batches<'a>(&'a self, sql: &'a str, params: &'a [Param]) -> BatchStream<'a> {
         let query = super::pooled::bound(sql, params);
         let name = self.name.as_str();
+        let binary = self.charsets_of(sql);
         let mut kinds: Option<Vec<Kind>> = None;
         query
             .fetch(&self.pool)
             .map(move |row| {
                 let row = row.map_err(|e| SourceError::from_sqlx(name, e))?;
-                let kinds = kinds.get_or_insert_with(|| {
-                    row.columns()
-                        .iter()
-                        .map(|c| kind(c.type_info().name()))
-                        .collect()
-                });
-                decode(&row, kinds).map_err(|e| SourceError::from_sqlx(name, e))
+                let kinds = kinds.get_or_insert_with(|| kinds_of(&row, binary.as_deref()));
+                decode(name, &row, kinds)
             })
             // The rows the driver already holds, as one batch; the rows before an error go
             // out before it.
@@ -267,13 +414,22 @@ impl Source for MySqlSource {
             return self.batches(sql, params);
         }
         let (pool, name, flavour) = (self.pool.clone(), self.name.clone(), self.flavour);
+        let binary = self.charsets_of(sql);
         let (sql, params) = (sql.to_string(), params.to_vec());
         let restore = self.statement_timeout;
         super::batched(async move {
             let (tx, rx) = tokio::sync::mpsc::channel::<Sent>(4);
             tokio::spawn(
                 async move {
-                    read_limited(&pool, &name, flavour, &sql, &params, timeout, restore, &tx).await
+                    let query = Limited {
+                        flavour,
+                        sql: &sql,
+                        params: &params,
+                        timeout,
+                        restore,
+                        binary: binary.as_deref(),
+                    };
+                    read_limited(&pool, &name, &query, &tx).await
                 }
                 .in_current_span(),
             );
@@ -288,19 +444,32 @@ impl Source for MySqlSource {
 
 use tracing::Instrument as _;
 
-/// Runs `sql` under a server-side time limit of `timeout` and sends its rows to `tx` in
-/// batches, then the error that ended it, if one did.
-#[allow(clippy::too_many_arguments)]
+/// A query that the server stops at `timeout`; `restore` is the session's own limit.
+struct Limited<'a> {
+    flavour: Flavour,
+    sql: &'a str,
+    params: &'a [Param],
+    timeout: std::time::Duration,
+    restore: std::time::Duration,
+    binary: Option<&'a [bool]>,
+}
+
+/// Runs the query under its server-side time limit and sends its rows to `tx` in batches,
+/// then the error that ended it, if one did.
 async fn read_limited(
     pool: &MySqlPool,
     name: &str,
-    flavour: Flavour,
-    sql: &str,
-    params: &[Param],
-    timeout: std::time::Duration,
-    restore: std::time::Duration,
+    query: &Limited<'_>,
     tx: &tokio::sync::mpsc::Sender<Sent>,
 ) {
+    let Limited {
+        flavour,
+        sql,
+        params,
+        timeout,
+        restore,
+        binary,
+    } = *query;
     let fail = |e| SourceError::from_sqlx(name, e);
     let outcome = match flavour {
         Flavour::MariaDb => {
@@ -311,7 +480,7 @@ async fn read_limited(
                 timeout.as_secs_f64().max(0.001)
             );
             let rows = super::pooled::bound(&limited, params).fetch(pool);
-            send_rows(name, rows, tx).await
+            send_rows(name, rows, binary, tx).await
         }
         Flavour::MySql => match pool.acquire().await {
             Err(e) => Err(fail(e)),
@@ -324,7 +493,7 @@ async fn read_limited(
                     Err(e) => Err(fail(e)),
                     Ok(_) => {
                         let rows = super::pooled::bound(sql, params).fetch(&mut *conn);
-                        send_rows(name, rows, tx).await
+                        send_rows(name, rows, binary, tx).await
                     }
                 };
                 // The session's own limit back, or the connection is not reused.
@@ -351,6 +520,7 @@ async fn read_limited(
 async fn send_rows(
     name: &str,
     mut rows: futures::stream::BoxStream<'_, Result<MySqlRow, sqlx::Error>>,
+    binary: Option<&[bool]>,
     tx: &tokio::sync::mpsc::Sender<Sent>,
 ) -> Result<bool, SourceError> {
     let mut kinds: Option<Vec<Kind>> = None;
@@ -373,13 +543,8 @@ async fn send_rows(
         let Some(row) = next else { break };
         let row = row.map_err(|e| SourceError::from_sqlx(name, e));
         let decoded = row.and_then(|row| {
-            let kinds = kinds.get_or_insert_with(|| {
-                row.columns()
-                    .iter()
-                    .map(|c| kind(c.type_info().name()))
-                    .collect()
-            });
-            decode(&row, kinds).map_err(|e| SourceError::from_sqlx(name, e))
+            let kinds = kinds.get_or_insert_with(|| kinds_of(&row, binary));
+            decode(name, &row, kinds)
         });
         match decoded {
             Ok(values) => batch.push(values),
