@@ -10,7 +10,9 @@ use crate::source::{Param, Value};
 use crate::worker::Worker;
 use app::catalog::DatasetInfo;
 use app::error::{ApiError, ErrorCode};
-use app::jobs::{ExportRequest, Job, JobError, JobErrorCode, JobStatus, Preview, TransitionError};
+use app::jobs::{
+    ExportFormat, ExportRequest, Job, JobError, JobErrorCode, JobStatus, Preview, TransitionError,
+};
 use chrono::Utc;
 use futures::StreamExt;
 use std::collections::HashMap;
@@ -97,9 +99,17 @@ fn field_errors(errors: Vec<FieldError>) -> ApiError {
     ApiError::bad_request(format!("{}.", text.join("; ")))
 }
 
-/// Preview cells as JSON, mapped like the NDJSON format.
-fn json_cell(v: Value) -> serde_json::Value {
-    crate::format::to_json(&v)
+/// A preview cell as the chosen format will hold it: JSON documents and arrays are JSON in the
+/// JSON formats and their text in CSV and XLSX; everything else maps as in NDJSON.
+fn preview_cell(v: Value, format: ExportFormat) -> serde_json::Value {
+    match (&v, format) {
+        (Value::Json(_) | Value::Array(_), ExportFormat::Csv | ExportFormat::Xlsx) => {
+            let mut text = String::new();
+            v.write_plain(&mut text);
+            serde_json::Value::String(text)
+        }
+        _ => crate::format::to_json(&v),
+    }
 }
 
 impl Service {
@@ -220,7 +230,12 @@ impl Service {
                                 .map(|&i| row[i].take().unwrap_or(Value::Null))
                                 .collect();
                             checked.shape.apply(&mut shown);
-                            rows.push(shown.into_iter().map(json_cell).collect::<Vec<_>>());
+                            rows.push(
+                                shown
+                                    .into_iter()
+                                    .map(|v| preview_cell(v, req.format))
+                                    .collect::<Vec<_>>(),
+                            );
                         }
                     }
                     Some(Err(e)) => {

@@ -588,3 +588,196 @@ async fn every_format_of_the_demo_downloads_with_the_right_type() {
     }
     server.running.shutdown().await.unwrap();
 }
+
+/// A PostgreSQL dataset with display names and a default time zone, served for real.
+async fn events_server() -> (TestServer, String, sqlx::PgPool) {
+    use sqlx::Executor;
+    let url = crate::support::service_url("EXPORTAL_TEST_POSTGRES_URL");
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let table = format!("events_{}", uuid::Uuid::new_v4().simple());
+    pool.execute(
+        format!(
+            "CREATE TABLE {table} (id int, at timestamptz, doc jsonb, name text);
+             INSERT INTO {table} VALUES
+               (1, '2024-03-31 00:30:00+00', '{{\"a\": 1}}', 'x,y'),
+               (2, '2024-03-31 01:30:00+00', NULL, 'plain;semi')"
+        )
+        .as_str(),
+    )
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap().keep();
+    let file = dir.join("datasets.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[sources.pg]
+url = "{url}"
+
+[[datasets]]
+id = "events"
+title = "Events"
+source = "pg"
+sql = "SELECT id, at, doc, name FROM {table} ORDER BY id"
+
+[datasets.labels]
+id = "Event #"
+at = "When"
+
+[datasets.defaults]
+time_zone = "Europe/Paris"
+"#
+        ),
+    )
+    .unwrap();
+    let server = TestServer::start(&["--datasets", file.to_str().unwrap()]).await;
+    (server, table, pool)
+}
+
+#[tokio::test]
+async fn file_options_shape_the_preview_and_the_file_with_the_dataset_defaults() {
+    let (server, table, pool) = events_server().await;
+    let alice = server.user("alice");
+
+    let datasets: Value = alice
+        .get("/api/v1/datasets")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let events = &datasets[0];
+    assert_eq!(events["labels"], json!({"id": "Event #", "at": "When"}));
+    assert_eq!(events["defaults"], json!({"time_zone": "Europe/Paris"}));
+    assert_eq!(events["columns"][2], json!({"name": "doc", "type": "json"}));
+
+    // The preview shows what the file will hold: display names, the dataset's time zone
+    // (Paris changes its offset at 01:00 UTC that night), JSON as JSON.
+    let preview: Value = alice
+        .post("/api/v1/preview")
+        .json(&json!({"dataset": "events", "format": "ndjson", "options": {"labels": true}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        preview["columns"],
+        json!(["Event #", "When", "doc", "name"])
+    );
+    assert_eq!(
+        preview["rows"][0],
+        json!([1, "2024-03-31T01:30:00+01:00", {"a": 1}, "x,y"])
+    );
+    assert_eq!(
+        preview["rows"][1],
+        json!([2, "2024-03-31T03:30:00+02:00", null, "plain;semi"])
+    );
+    // A CSV holds the document's text, and so does its preview.
+    let preview: Value = alice
+        .post("/api/v1/preview")
+        .json(&json!({"dataset": "events", "format": "csv"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(preview["columns"], json!(["id", "at", "doc", "name"]));
+    assert_eq!(preview["rows"][0][2], json!("{\"a\": 1}"));
+
+    // Excel-ready: BOM, `;`, display names; the job keeps the options it was resolved with.
+    let job = alice
+        .submit(json!({"dataset": "events", "format": "csv",
+                       "options": {"delimiter": ";", "bom": true, "labels": true}}))
+        .await;
+    assert_eq!(
+        job["options"],
+        json!({"delimiter": ";", "bom": true, "time_zone": "Europe/Paris", "labels": true})
+    );
+    let id = job["id"].as_str().unwrap();
+    alice
+        .wait_for(id, &["succeeded"], Duration::from_secs(30))
+        .await;
+    let body = alice.download(id).await.bytes().await.unwrap();
+    assert_eq!(
+        std::str::from_utf8(&body).unwrap(),
+        "\u{feff}Event #;When;doc;name\r\n\
+         1;2024-03-31T01:30:00+01:00;\"{\"\"a\"\": 1}\";x,y\r\n\
+         2;2024-03-31T03:30:00+02:00;;\"plain;semi\"\r\n"
+    );
+
+    // Without options: no BOM, commas, column names, and the dataset's time zone still.
+    let job = alice
+        .submit(json!({"dataset": "events", "format": "csv"}))
+        .await;
+    let id = job["id"].as_str().unwrap();
+    alice
+        .wait_for(id, &["succeeded"], Duration::from_secs(30))
+        .await;
+    let body = alice.download(id).await.bytes().await.unwrap();
+    assert_eq!(
+        std::str::from_utf8(&body).unwrap(),
+        "id,at,doc,name\r\n\
+         1,2024-03-31T01:30:00+01:00,\"{\"\"a\"\": 1}\",\"x,y\"\r\n\
+         2,2024-03-31T03:30:00+02:00,,plain;semi\r\n"
+    );
+
+    // UTC asked for: the instants as stored. NDJSON embeds the JSON.
+    let job = alice
+        .submit(json!({"dataset": "events", "format": "ndjson", "options": {"time_zone": "UTC"}}))
+        .await;
+    let id = job["id"].as_str().unwrap();
+    alice
+        .wait_for(id, &["succeeded"], Duration::from_secs(30))
+        .await;
+    let body = alice.download(id).await.text().await.unwrap();
+    assert_eq!(
+        body,
+        "{\"id\":1,\"at\":\"2024-03-31T00:30:00Z\",\"doc\":{\"a\": 1},\"name\":\"x,y\"}\n\
+         {\"id\":2,\"at\":\"2024-03-31T01:30:00Z\",\"doc\":null,\"name\":\"plain;semi\"}\n"
+    );
+
+    // Options that make no sense are refused, each with its reason.
+    for (options, reason) in [
+        (
+            json!({"time_zone": "Mars/Olympus"}),
+            "unknown time zone `Mars/Olympus`",
+        ),
+        (
+            json!({"time_zone": "x".repeat(1000)}),
+            "at most 64 characters",
+        ),
+        (json!({"delimiter": ":"}), "unknown variant"),
+        (json!({"colour": "red"}), "unknown field `colour`"),
+    ] {
+        for path in ["/api/v1/preview", "/api/v1/exports"] {
+            let res = alice
+                .post(path)
+                .json(&json!({"dataset": "events", "format": "csv", "options": options}))
+                .send()
+                .await
+                .unwrap();
+            let (status, code, message) = error_of(res).await;
+            assert_eq!(
+                (status, code.as_str()),
+                (400, "bad_request"),
+                "{path} {options}"
+            );
+            assert!(message.contains(reason), "{path}: {message}");
+            assert!(
+                message.len() < 600,
+                "{path}: a short message, not {} bytes",
+                message.len()
+            );
+        }
+    }
+
+    use sqlx::Executor;
+    pool.execute(format!("DROP TABLE {table}").as_str())
+        .await
+        .unwrap();
+}

@@ -318,6 +318,11 @@ async fn datasets_file_mistakes_name_the_dataset_and_key() {
         ("[[datasets]]\nid = \"a\"\ntitle = \"T\"\nsource = \"s\"\nsql = \"SELECT id FROM t WHERE owner = 'x :user\"\n", "dataset `a`: key `sql`: an unterminated string literal (at line 1, column 32)"),
         ("[[datasets]]\nid = \"a\"\ntitle = \"T\"\nsource = \"s\"\nsql = \"SELECT id FROM t /* :user\"\n", "dataset `a`: key `sql`: an unterminated /* comment"),
         ("[[datasets]]\nid = \"a\"\ntitle = \"T\"\nsource = \"s\"\nsql = \"SELECT id FROM t WHERE owner = ?\"\n", "dataset `a`: key `sql`: the SQL has a positional parameter `?`"),
+        ("[[datasets]]\nid = \"a\"\ntitle = \"T\"\nsource = \"s\"\nsql = \"SELECT id FROM t\"\njson_columns = [\"doc\"]\n", "dataset `a`: key `json_columns`: the query has no column `doc`"),
+        ("[[datasets]]\nid = \"a\"\ntitle = \"T\"\nsource = \"s\"\nsql = \"SELECT id FROM t\"\n[datasets.labels]\nname = \"Name\"\n", "dataset `a`: key `labels`: the query has no column `name`"),
+        ("[[datasets]]\nid = \"a\"\ntitle = \"T\"\nsource = \"s\"\nsql = \"SELECT id FROM t\"\n[datasets.labels]\nid = \" \"\n", "dataset `a`: key `labels.id`: a display name has 1 to 200 characters"),
+        ("[[datasets]]\nid = \"a\"\ntitle = \"T\"\nsource = \"s\"\nsql = \"SELECT id FROM t\"\n[datasets.defaults]\ntime_zone = \"Europe/Atlantis\"\n", "dataset `a`: key `defaults.time_zone`: unknown time zone `Europe/Atlantis`"),
+        ("[[datasets]]\nid = \"a\"\ntitle = \"T\"\nsource = \"s\"\nsql = \"SELECT id FROM t\"\n[datasets.defaults]\ndelimiter = \":\"\n", "unknown variant `:`"),
     ];
     for (dataset, expected) in cases {
         let e = Catalog::from_toml(&format!("{base}{dataset}"), dir.path())

@@ -418,6 +418,30 @@ async fn every_postgres_type_exports_as_postgres_prints_it() {
         Data::String(reference[0]["iv"].clone().unwrap())
     );
     assert_eq!(at(2, "u"), Data::Empty);
+    // Every text cell holds PostgreSQL's own text, whole (XLSX needs no formula guard).
+    for column in [
+        "u", "j", "jb", "mood", "ttz", "iv", "ip", "net", "mac", "cash", "ch", "tags", "moods",
+        "ivs", "docs", "b", "vb", "x", "r", "p", "pair", "tsv",
+    ] {
+        for (row, want) in reference.iter().enumerate() {
+            let got = at(row + 1, column);
+            match want[column].as_deref() {
+                None => assert_eq!(got, Data::Empty, "xlsx {column} row {}", row + 1),
+                // An empty string cell reads back as either.
+                Some("") => assert!(
+                    matches!(&got, Data::Empty) || got == Data::String(String::new()),
+                    "xlsx {column} row {}: {got:?}",
+                    row + 1
+                ),
+                Some(text) => assert_eq!(
+                    got,
+                    Data::String(text.to_string()),
+                    "xlsx {column} row {}",
+                    row + 1
+                ),
+            }
+        }
+    }
 
     pool.execute(
         format!(
