@@ -682,3 +682,43 @@ async fn sqlite_values_of_every_storage_class_export_whatever_the_declared_type(
     assert_eq!(csv[3]["j"].as_deref(), Some("[1,\n2]"));
     assert_eq!(csv[1]["x"].as_deref(), Some("AP8="));
 }
+
+#[tokio::test]
+async fn mariadb_character_sets_are_read_at_start_up_without_running_the_query() {
+    let url = service_url("EXPORTAL_TEST_MYSQL_URL");
+    let pool = sqlx::MySqlPool::connect(&url).await.unwrap();
+    let table = format!("t_{}", uuid::Uuid::new_v4().simple());
+    pool.execute(
+        format!(
+            "CREATE TABLE {table} (raw VARBINARY(4), word VARCHAR(4) COLLATE utf8mb4_bin);
+             INSERT INTO {table} VALUES (x'00ff', 'ab')"
+        )
+        .as_str(),
+    )
+    .await
+    .unwrap();
+    // Had the query run, its connection would hold this named lock.
+    let lock = format!("exportal_{table}");
+    let sql = format!("SELECT raw, word, GET_LOCK('{lock}', 0) AS got FROM {table}");
+    let dir = tempfile::tempdir().unwrap();
+    let catalog = Catalog::from_toml(&catalog(&url, &sql), dir.path())
+        .await
+        .unwrap();
+    let free: i64 = sqlx::query_scalar(&format!("SELECT IS_FREE_LOCK('{lock}')"))
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(free, 1, "the catalogue ran the dataset's query");
+    let types: Vec<String> = catalog
+        .get("types")
+        .unwrap()
+        .info
+        .columns
+        .iter()
+        .map(|c| c.kind.to_string())
+        .collect();
+    assert_eq!(types, ["bytes", "text", "integer"]);
+    pool.execute(format!("DROP TABLE {table}").as_str())
+        .await
+        .unwrap();
+}

@@ -131,9 +131,10 @@ impl MySqlSource {
     /// Whether each column of `sql` has the `binary` character set. The protocol's BINARY
     /// flag cannot tell (it is also set for `utf8mb4_bin` text, MariaDB's JSON, UUID and
     /// INET6), and the driver does not pass on the character set, so the server is asked:
-    /// `CHARSET()` of each column of the query, over no rows of it (every parameter NULL, the
-    /// query joined `ON FALSE`, so it reads nothing). `None` when the server cannot answer
-    /// (no CTEs before MySQL 8): such columns stay binary.
+    /// `CHARSET()` of each column of the query, over none of its rows: every parameter NULL,
+    /// and the query behind `LIMIT 0` (the server's plan says "Zero limit": it is not run) in a
+    /// join `ON FALSE`, which still gives the one row `CHARSET()` needs. `None` when the server
+    /// cannot answer (no CTEs before MySQL 8): such columns stay binary.
     async fn binary_charsets(&self, sql: &str, described: &Described) -> Option<Arc<[bool]>> {
         if !described
             .columns
@@ -144,11 +145,11 @@ impl MySqlSource {
         }
         let n = described.columns.len();
         let names: Vec<String> = (1..=n).map(|i| format!("c{i}")).collect();
-        let charsets: Vec<String> = names.iter().map(|c| format!("CHARSET({c})")).collect();
+        let charsets: Vec<String> = names.iter().map(|c| format!("CHARSET(z.{c})")).collect();
         // The line break ends a trailing `--` comment in the operator's SQL.
         let probe = format!(
             "WITH exportal_q({}) AS ({}\n) SELECT {} FROM (SELECT 1) AS exportal_one \
-             LEFT JOIN exportal_q ON FALSE",
+             LEFT JOIN (SELECT * FROM exportal_q LIMIT 0) AS z ON FALSE",
             names.join(", "),
             sql.trim().trim_end_matches(';'),
             charsets.join(", ")
