@@ -365,6 +365,9 @@ fn FileOptionsInput(state: FormState) -> impl IntoView {
             </div>
         </fieldset>
     }
+    // Erased: the form's view type is deep enough to reach the compiler's recursion limit in
+    // release builds without it.
+    .into_any()
 }
 
 #[component]

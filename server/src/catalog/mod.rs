@@ -55,8 +55,8 @@ struct DatasetSpec {
     /// Columns exempt from CSV formula protection (known-safe, e.g. signed numbers stored as text).
     #[serde(default)]
     csv_raw_columns: Vec<String>,
-    /// Text columns that hold JSON documents (SQLite has no JSON type, and MariaDB's JSON
-    /// reaches clients as plain text): the JSON formats embed their values.
+    /// Text columns that hold JSON documents (SQLite has no JSON type; some schemas keep JSON
+    /// in plain text columns): the JSON formats embed their values.
     #[serde(default)]
     json_columns: Vec<String>,
     /// Display names for headers, by column name (`[datasets.labels]`).
