@@ -6,6 +6,10 @@
 #   RUNS=N bench/export.sh        (default 3: each baseline and export runs N times, alternating;
 #                                  the table shows medians, the range in brackets, and the
 #                                  highest peak RSS)
+#   BASELINE_SERVER=PATH bench/export.sh
+#                                 also runs the PostgreSQL and SQLite exports with another build
+#                                 of the server (an earlier commit's), alternating with this one,
+#                                 and prints this build's speed against it
 #
 # Baselines: PostgreSQL's COPY (query) TO STDOUT (FORMAT csv) through psql into a file, and
 # `sqlite3 -csv` into a file. Exportal: a job submitted over the REST API; time from the
@@ -114,7 +118,7 @@ start_server() {
   fi
   local common=(--datasets "$work/datasets.toml" --auth header --row-cap 100000000 --csv-line-ending lf --rate-burst 100000 "${storage_args[@]}")
   LEPTOS_SITE_ROOT=target/site LEPTOS_OUTPUT_NAME=exportal RUST_LOG=warn \
-    target/release/server --addr "127.0.0.1:$port" --data-dir "$work/data" --role "$ROLE" "${common[@]}" >"$work/server.log" 2>&1 &
+    "${SERVER_BIN:-target/release/server}" --addr "127.0.0.1:$port" --data-dir "$work/data" --role "$ROLE" "${common[@]}" >"$work/server.log" 2>&1 &
   server_pid=$!
   if [ "$ROLE" = web ]; then
     LEPTOS_OUTPUT_NAME=exportal RUST_LOG=warn target/release/server --addr "127.0.0.1:$(free_port)" \
@@ -165,12 +169,14 @@ timed() { local t0 t1; t0=$(now); "$@"; t1=$(now); secs "$t0" "$t1"; }
 
 RUNS=${RUNS:-3}
 step "running the exports ($ROWS rows, $RUNS times each, alternating; and $SMALL rows for memory)"
-copy_runs=() pg_runs=() sqlite_runs=() lite_runs=()
+copy_runs=() pg_runs=() sqlite_runs=() lite_runs=() old_pg_runs=() old_lite_runs=()
 for _ in $(seq 1 "$RUNS"); do
   copy_runs+=("$(timed sh -c "\"$PSQL\" -q \"$EXPORTAL_TEST_POSTGRES_URL\" -c \"COPY (SELECT $QUERY_COLUMNS FROM bench WHERE id <= $ROWS ORDER BY id) TO STDOUT (FORMAT csv, HEADER)\" > \"$work/copy.csv\"")")
   pg_runs+=("$(exportal pg "$ROWS")")
+  if [ -n "${BASELINE_SERVER:-}" ]; then old_pg_runs+=("$(SERVER_BIN=$BASELINE_SERVER exportal pg "$ROWS")"); fi
   sqlite_runs+=("$(timed sh -c "sqlite3 -csv -header \"$work/bench.db\" \"SELECT $QUERY_COLUMNS FROM bench WHERE id <= $ROWS ORDER BY id\" > \"$work/sqlite.csv\"")")
   lite_runs+=("$(exportal lite "$ROWS")")
+  if [ -n "${BASELINE_SERVER:-}" ]; then old_lite_runs+=("$(SERVER_BIN=$BASELINE_SERVER exportal lite "$ROWS")"); fi
 done
 # summary FIELD RUN... → "median [min–max]" of one whitespace-separated field of the runs
 summary() {
@@ -235,6 +241,11 @@ echo "| psql COPY (baseline) | $(summary 0 "${copy_runs[@]}") | $(rate "$ROWS" "
 echo "| Exportal, PostgreSQL → local store | $(summary 0 "${pg_runs[@]}"), wall $(median 1 "${pg_runs[@]}") | $(rate "$pg_rows" "$pg_worker") | $(python3 -c "print(f'{$pg_bytes/1e6:.0f}')") | $(ratio "$copy_s" "$pg_worker") × COPY | $pg_small_rss MB | $pg_rss MB |"
 echo "| sqlite3 -csv (baseline) | $(summary 0 "${sqlite_runs[@]}") | $(rate "$ROWS" "$sqlite_s") | $(python3 -c "print(f'{$(stat -c %s "$work/sqlite.csv")/1e6:.0f}')") | 1.00 | | |"
 echo "| Exportal, SQLite → local store | $(summary 0 "${lite_runs[@]}"), wall $(median 1 "${lite_runs[@]}") | $(rate "$lite_rows" "$lite_worker") | $(python3 -c "print(f'{$lite_bytes/1e6:.0f}')") | $(ratio "$sqlite_s" "$lite_worker") × sqlite3 | $lite_small_rss MB | $lite_rss MB |"
+if [ -n "${BASELINE_SERVER:-}" ]; then
+  old_pg=$(median 0 "${old_pg_runs[@]}") old_lite=$(median 0 "${old_lite_runs[@]}")
+  echo "| baseline build, PostgreSQL → local store | $(summary 0 "${old_pg_runs[@]}") | | | $(ratio "$copy_s" "$old_pg") × COPY; this build $(ratio "$old_pg" "$pg_worker") × baseline build | | $(highest 4 "${old_pg_runs[@]}") MB |"
+  echo "| baseline build, SQLite → local store | $(summary 0 "${old_lite_runs[@]}") | | | $(ratio "$sqlite_s" "$old_lite") × sqlite3; this build $(ratio "$old_lite" "$lite_worker") × baseline build | | $(highest 4 "${old_lite_runs[@]}") MB |"
+fi
 echo "| Exportal, PostgreSQL → Azurite (blob) | $az_worker (wall $az_wall) | $(rate "$az_rows" "$az_worker") | $(python3 -c "print(f'{$az_bytes/1e6:.0f}')") | $(ratio "$copy_s" "$az_worker") × COPY | $az_small_rss MB | $az_rss MB |"
 echo
 echo "Submit → worker start (job created_at → started_at), 50 one-row jobs one after another:"

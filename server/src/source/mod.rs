@@ -49,6 +49,12 @@ impl Value {
             Value::Text(s) => out.push_str(s),
             Value::Date(d) => datetime::write_date(out, *d),
             Value::DateTime(dt) => datetime::write_datetime(out, *dt),
+            // UTC, what every source gives, skips the offset arithmetic: this is on every row
+            // of most exports.
+            Value::Timestamp(ts) if ts.offset().local_minus_utc() == 0 => {
+                datetime::write_datetime(out, ts.naive_utc());
+                out.push('Z');
+            }
             Value::Timestamp(ts) => {
                 datetime::write_datetime(out, ts.naive_local());
                 datetime::write_offset(out, ts.offset().local_minus_utc());

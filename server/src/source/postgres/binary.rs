@@ -76,6 +76,7 @@ impl Plan {
     }
 
     /// The value of one cell's bytes in the `COPY`.
+    #[inline]
     pub(super) fn decode(&self, b: &[u8]) -> Option<Value> {
         match self.read {
             Read::Native(kind) => decode_binary(kind, b),
