@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# A/B of two release builds of the server by the CPU time the server process itself spends on
+# one CSV export (user + system, from /proc/PID/stat), which a busy 2-core machine disturbs far
+# less than wall time. Alternates the builds, a fresh process for every export.
+#
+#   bench/cpu-ab.sh OLD_BINARY NEW_BINARY [ROWS] [PAIRS]     (defaults: 3000000 rows, 5 pairs)
+#
+# Prints one line per export ("dataset build cpu_seconds worker_seconds"), then the medians.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+OLD=$1 NEW=$2 ROWS=${3:-3000000} PAIRS=${4:-5}
+work=$(mktemp -d "${TMPDIR:-/tmp}/exportal-ab.XXXXXX")
+source scripts/services.sh
+cleanup() { stop_services; rm -rf "$work"; }
+trap cleanup EXIT
+start_postgres "$work"
+PSQL="$EXPORTAL_TEST_POSTGRES_BIN/psql"
+"$PSQL" -q -v ON_ERROR_STOP=1 "$EXPORTAL_TEST_POSTGRES_URL" <<SQL
+CREATE TABLE bench (id BIGINT PRIMARY KEY, customer TEXT NOT NULL, status TEXT NOT NULL,
+                    total NUMERIC(12,2) NOT NULL, created_at TIMESTAMPTZ NOT NULL, note TEXT);
+INSERT INTO bench
+SELECT i, 'Customer ' || (i % 10007), (ARRAY['pending','paid','shipped','cancelled'])[1 + i % 4],
+       ((i * 7919) % 100000) / 100.0, timestamptz '2024-01-01 00:00:00+00' + (i % 31536000) * interval '1 second',
+       CASE WHEN i % 10 = 0 THEN 'Gift, "wrapped"' WHEN i % 3 = 0 THEN NULL ELSE 'ok' END
+FROM generate_series(1::bigint, $ROWS) AS s(i);
+ANALYZE bench;
+SQL
+sqlite3 "$work/bench.db" <<SQL
+PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;
+CREATE TABLE bench (id INTEGER PRIMARY KEY, customer TEXT NOT NULL, status TEXT NOT NULL,
+                    total NUMERIC NOT NULL, created_at DATETIME NOT NULL, note TEXT);
+WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $ROWS)
+INSERT INTO bench SELECT i, 'Customer ' || (i % 10007),
+  CASE i % 4 WHEN 0 THEN 'pending' WHEN 1 THEN 'paid' WHEN 2 THEN 'shipped' ELSE 'cancelled' END,
+  ((i * 7919) % 100000) / 100.0, datetime(1704067200 + i % 31536000, 'unixepoch'),
+  CASE WHEN i % 10 = 0 THEN 'Gift, "wrapped"' WHEN i % 3 = 0 THEN NULL ELSE 'ok' END FROM n;
+SQL
+cat > "$work/datasets.toml" <<TOML
+[sources.pg]
+url = "$EXPORTAL_TEST_POSTGRES_URL"
+[sources.lite]
+url = "sqlite://$work/bench.db"
+[[datasets]]
+id = "pg"
+title = "bench (PostgreSQL)"
+source = "pg"
+sql = "SELECT id, customer, status, total, created_at, note FROM bench ORDER BY id"
+[[datasets]]
+id = "lite"
+title = "bench (SQLite)"
+source = "lite"
+sql = "SELECT id, customer, status, total, created_at, note FROM bench ORDER BY id"
+TOML
+
+tick=$(getconf CLK_TCK)
+# one BINARY DATASET → "cpu_seconds worker_seconds" of one export in a fresh server process
+one() {
+  local port dir pid id job before after
+  port=$(free_port); dir=$(mktemp -d "$work/data.XXXXXX")
+  LEPTOS_OUTPUT_NAME=exportal RUST_LOG=warn "$1" --addr "127.0.0.1:$port" --data-dir "$dir" \
+    --datasets "$work/datasets.toml" --auth header --row-cap 100000000 --csv-line-ending lf >/dev/null 2>&1 &
+  pid=$!
+  for _ in $(seq 1 200); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
+  before=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  id=$(curl -fs -H 'x-forwarded-user: ab' -H 'content-type: application/json' \
+    -d "{\"dataset\":\"$2\",\"format\":\"csv\"}" "http://127.0.0.1:$port/api/v1/exports" |
+    python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
+  while :; do
+    job=$(curl -fs -H 'x-forwarded-user: ab' "http://127.0.0.1:$port/api/v1/exports/$id")
+    case $job in *'"status":"succeeded"'*) break ;; *'"status":"failed"'*) echo "$job" >&2; exit 1 ;; esac
+    sleep 0.05
+  done
+  after=$(awk '{print $14 + $15}' "/proc/$pid/stat")
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  python3 - "$job" "$before" "$after" "$tick" <<'PY'
+import json, sys
+from datetime import datetime
+j = json.loads(sys.argv[1]); d = lambda s: datetime.fromisoformat(s.replace("Z", "+00:00"))
+cpu = (int(sys.argv[3]) - int(sys.argv[2])) / int(sys.argv[4])
+print(f'{cpu:.2f} {(d(j["finished_at"]) - d(j["started_at"])).total_seconds():.2f}')
+PY
+}
+
+lines=()
+for ds in pg lite; do
+  for _ in $(seq 1 "$PAIRS"); do
+    lines+=("$ds old $(one "$OLD" "$ds")"); echo "${lines[-1]}"
+    lines+=("$ds new $(one "$NEW" "$ds")"); echo "${lines[-1]}"
+  done
+done
+printf '%s\n' "${lines[@]}" > "$work/lines"
+python3 - "$work/lines" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[1])]
+for ds in ("pg", "lite"):
+    old = statistics.median(float(r[2]) for r in rows if r[:2] == [ds, "old"])
+    new = statistics.median(float(r[2]) for r in rows if r[:2] == [ds, "new"])
+    print(f"{ds}: server CPU seconds, median: old {old:.2f}, new {new:.2f} (new/old {new / old:.2f})")
+PY
