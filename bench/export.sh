@@ -19,6 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
+source bench/lib.sh
 ROWS=${1:-5000000}
 SMALL=100000
 
@@ -41,26 +42,7 @@ PSQL="$EXPORTAL_TEST_POSTGRES_BIN/psql"
 
 step "creating $ROWS rows in PostgreSQL and SQLite"
 QUERY_COLUMNS="id, customer, status, total, created_at, note"
-"$PSQL" -q -v ON_ERROR_STOP=1 "$EXPORTAL_TEST_POSTGRES_URL" <<SQL
-CREATE TABLE bench (id BIGINT PRIMARY KEY, customer TEXT NOT NULL, status TEXT NOT NULL,
-                    total NUMERIC(12,2) NOT NULL, created_at TIMESTAMPTZ NOT NULL, note TEXT);
-INSERT INTO bench
-SELECT i, 'Customer ' || (i % 10007), (ARRAY['pending','paid','shipped','cancelled'])[1 + i % 4],
-       ((i * 7919) % 100000) / 100.0, timestamptz '2024-01-01 00:00:00+00' + (i % 31536000) * interval '1 second',
-       CASE WHEN i % 10 = 0 THEN 'Gift, "wrapped"' WHEN i % 3 = 0 THEN NULL ELSE 'ok' END
-FROM generate_series(1::bigint, $ROWS) AS s(i);
-ANALYZE bench;
-SQL
-sqlite3 "$work/bench.db" <<SQL
-PRAGMA journal_mode = OFF; PRAGMA synchronous = OFF;
-CREATE TABLE bench (id INTEGER PRIMARY KEY, customer TEXT NOT NULL, status TEXT NOT NULL,
-                    total NUMERIC NOT NULL, created_at DATETIME NOT NULL, note TEXT);
-WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $ROWS)
-INSERT INTO bench SELECT i, 'Customer ' || (i % 10007),
-  CASE i % 4 WHEN 0 THEN 'pending' WHEN 1 THEN 'paid' WHEN 2 THEN 'shipped' ELSE 'cancelled' END,
-  ((i * 7919) % 100000) / 100.0, datetime(1704067200 + i % 31536000, 'unixepoch'),
-  CASE WHEN i % 10 = 0 THEN 'Gift, "wrapped"' WHEN i % 3 = 0 THEN NULL ELSE 'ok' END FROM n;
-SQL
+create_bench_data "$ROWS" "$work"
 
 cat > "$work/datasets.toml" <<TOML
 [sources.pg]
