@@ -18,22 +18,7 @@ trap cleanup EXIT
 start_postgres "$work"
 PSQL="$EXPORTAL_TEST_POSTGRES_BIN/psql"
 create_bench_data "$ROWS" "$work"
-cat > "$work/datasets.toml" <<TOML
-[sources.pg]
-url = "$EXPORTAL_TEST_POSTGRES_URL"
-[sources.lite]
-url = "sqlite://$work/bench.db"
-[[datasets]]
-id = "pg"
-title = "bench (PostgreSQL)"
-source = "pg"
-sql = "SELECT id, customer, status, total, created_at, note FROM bench ORDER BY id"
-[[datasets]]
-id = "lite"
-title = "bench (SQLite)"
-source = "lite"
-sql = "SELECT id, customer, status, total, created_at, note FROM bench ORDER BY id"
-TOML
+write_bench_datasets "$work/datasets.toml" "$work"
 
 tick=$(getconf CLK_TCK)
 # one BINARY DATASET → "cpu_seconds worker_seconds" of one export in a fresh server process
@@ -46,7 +31,7 @@ one() {
   for _ in $(seq 1 200); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
   before=$(awk '{print $14 + $15}' "/proc/$pid/stat")
   id=$(curl -fs -H 'x-forwarded-user: ab' -H 'content-type: application/json' \
-    -d "{\"dataset\":\"$2\",\"format\":\"csv\"}" "http://127.0.0.1:$port/api/v1/exports" |
+    -d "{\"dataset\":\"$2\",\"format\":\"csv\",\"params\":{\"max_id\":$ROWS}}" "http://127.0.0.1:$port/api/v1/exports" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])')
   while :; do
     job=$(curl -fs -H 'x-forwarded-user: ab' "http://127.0.0.1:$port/api/v1/exports/$id")

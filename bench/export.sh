@@ -41,45 +41,9 @@ PSQL="$EXPORTAL_TEST_POSTGRES_BIN/psql"
 [ -x "$PSQL" ] || PSQL=psql
 
 step "creating $ROWS rows in PostgreSQL and SQLite"
-QUERY_COLUMNS="id, customer, status, total, created_at, note"
 create_bench_data "$ROWS" "$work"
 
-cat > "$work/datasets.toml" <<TOML
-[sources.pg]
-url = "$EXPORTAL_TEST_POSTGRES_URL"
-[sources.lite]
-url = "sqlite://$work/bench.db"
-
-[[datasets]]
-id = "pg"
-title = "bench (PostgreSQL)"
-source = "pg"
-sql = "SELECT $QUERY_COLUMNS FROM bench WHERE id <= :max_id ORDER BY id"
-[[datasets.params]]
-name = "max_id"
-type = "integer"
-required = true
-
-[[datasets]]
-id = "tiny"
-title = "one row (latency)"
-source = "lite"
-sql = "SELECT id FROM bench WHERE id = :max_id"
-[[datasets.params]]
-name = "max_id"
-type = "integer"
-required = true
-
-[[datasets]]
-id = "lite"
-title = "bench (SQLite)"
-source = "lite"
-sql = "SELECT $QUERY_COLUMNS FROM bench WHERE id <= :max_id ORDER BY id"
-[[datasets.params]]
-name = "max_id"
-type = "integer"
-required = true
-TOML
+write_bench_datasets "$work/datasets.toml" "$work"
 
 now() { date +%s.%N; }
 secs() { python3 -c "print(f'{$2 - $1:.2f}')"; }

@@ -1,6 +1,9 @@
 # The benchmark's table, the same rows in PostgreSQL and SQLite, for the scripts in bench/.
 # shellcheck shell=bash
 
+# The columns every benchmark query reads.
+QUERY_COLUMNS="id, customer, status, total, created_at, note"
+
 # create_bench_data ROWS DIR: the `bench` table with ROWS rows in the PostgreSQL that
 # scripts/services.sh started ($PSQL, $EXPORTAL_TEST_POSTGRES_URL) and in DIR/bench.db.
 create_bench_data() {
@@ -25,4 +28,46 @@ INSERT INTO bench SELECT i, 'Customer ' || (i % 10007),
   ((i * 7919) % 100000) / 100.0, datetime(1704067200 + i % 31536000, 'unixepoch'),
   CASE WHEN i % 10 = 0 THEN 'Gift, "wrapped"' WHEN i % 3 = 0 THEN NULL ELSE 'ok' END FROM n;
 SQL
+}
+
+# write_bench_datasets FILE DIR: the datasets over that table (pg, lite, and `tiny`, one row for
+# latency; SQLite's file is DIR/bench.db), each taking `max_id`, the highest id exported.
+write_bench_datasets() {
+  local work=$2
+  cat > "$1" <<TOML
+[sources.pg]
+url = "$EXPORTAL_TEST_POSTGRES_URL"
+[sources.lite]
+url = "sqlite://$work/bench.db"
+
+[[datasets]]
+id = "pg"
+title = "bench (PostgreSQL)"
+source = "pg"
+sql = "SELECT $QUERY_COLUMNS FROM bench WHERE id <= :max_id ORDER BY id"
+[[datasets.params]]
+name = "max_id"
+type = "integer"
+required = true
+
+[[datasets]]
+id = "tiny"
+title = "one row (latency)"
+source = "lite"
+sql = "SELECT id FROM bench WHERE id = :max_id"
+[[datasets.params]]
+name = "max_id"
+type = "integer"
+required = true
+
+[[datasets]]
+id = "lite"
+title = "bench (SQLite)"
+source = "lite"
+sql = "SELECT $QUERY_COLUMNS FROM bench WHERE id <= :max_id ORDER BY id"
+[[datasets.params]]
+name = "max_id"
+type = "integer"
+required = true
+TOML
 }

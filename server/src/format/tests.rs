@@ -290,11 +290,8 @@ fn a_bom_and_another_delimiter_keep_quoting_correct() {
     let bytes = write(ExportFormat::Csv, &options);
     assert!(bytes.starts_with("\u{feff}id;name;".as_bytes()));
     let text = std::str::from_utf8(&bytes[3..]).unwrap();
-    // A comma needs no quotes with `;`, a `;` does.
-    assert!(
-        text.contains(";Zoë \"\"Z\"\" O'Brien, Jr.;")
-            || text.contains(";\"Zoë \"\"Z\"\" O'Brien, Jr.\";")
-    );
+    // A comma needs no quotes with `;`; the quotes in the name still do.
+    assert!(text.contains(";\"Zoë \"\"Z\"\" O'Brien, Jr.\";"), "{text}");
     let rows: Vec<Vec<String>> = ::csv::ReaderBuilder::new()
         .delimiter(b';')
         .from_reader(&bytes[3..])

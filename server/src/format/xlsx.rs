@@ -32,13 +32,19 @@ const MAX_EXACT_INTEGER: u64 = 1 << 53;
 /// Whether a decimal's digits survive as an Excel number: Excel shows (and keeps) 15
 /// significant digits, so a decimal with more is written as text instead.
 fn exact_in_excel(decimal: &str) -> bool {
-    let digits = decimal.bytes().filter(u8::is_ascii_digit);
-    let significant: Vec<u8> = digits.skip_while(|&d| d == b'0').collect();
-    let end = significant
+    // From the first non-zero digit to the last, without allocating: this runs for every
+    // decimal cell.
+    let b = decimal.as_bytes();
+    let nonzero = |d: &u8| d.is_ascii_digit() && *d != b'0';
+    let (Some(first), Some(last)) = (b.iter().position(nonzero), b.iter().rposition(nonzero))
+    else {
+        return true;
+    };
+    b[first..=last]
         .iter()
-        .rposition(|&d| d != b'0')
-        .map_or(0, |i| i + 1);
-    end <= 15
+        .filter(|d| d.is_ascii_digit())
+        .count()
+        <= 15
 }
 
 fn xlsx_err(e: XlsxError) -> io::Error {

@@ -655,15 +655,12 @@ async fn file_options_shape_the_preview_and_the_file_with_the_dataset_defaults()
 
     // The preview shows what the file will hold: display names, the dataset's time zone
     // (Paris changes its offset at 01:00 UTC that night), JSON as JSON.
-    let preview: Value = alice
-        .post("/api/v1/preview")
-        .json(&json!({"dataset": "events", "format": "ndjson", "options": {"labels": true}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let preview = alice
+        .post_json(
+            "/api/v1/preview",
+            &json!({"dataset": "events", "format": "ndjson", "options": {"labels": true}}),
+        )
+        .await;
     assert_eq!(
         preview["columns"],
         json!(["Event #", "When", "doc", "name"])
@@ -677,15 +674,12 @@ async fn file_options_shape_the_preview_and_the_file_with_the_dataset_defaults()
         json!([2, "2024-03-31T03:30:00+02:00", null, "plain;semi"])
     );
     // A CSV holds the document's text, and so does its preview.
-    let preview: Value = alice
-        .post("/api/v1/preview")
-        .json(&json!({"dataset": "events", "format": "csv"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let preview = alice
+        .post_json(
+            "/api/v1/preview",
+            &json!({"dataset": "events", "format": "csv"}),
+        )
+        .await;
     assert_eq!(preview["columns"], json!(["id", "at", "doc", "name"]));
     assert_eq!(preview["rows"][0][2], json!("{\"a\": 1}"));
 

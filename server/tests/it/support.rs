@@ -83,6 +83,18 @@ impl User {
             .header("x-forwarded-user", &self.name)
     }
 
+    /// POSTs `body` and returns the answer's JSON, whatever the status.
+    pub async fn post_json(&self, path: &str, body: &Value) -> Value {
+        self.post(path)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Submits an export and returns the job JSON, asserting 202.
     pub async fn submit(&self, body: Value) -> Value {
         let res = self

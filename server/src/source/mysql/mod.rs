@@ -260,18 +260,19 @@ fn decode(source: &str, row: &MySqlRow, kinds: &[Kind]) -> Result<Vec<Value>, So
     let fail = |e| SourceError::from_sqlx(source, e);
     let mut out = Vec::with_capacity(kinds.len());
     for (i, k) in kinds.iter().enumerate() {
-        // The driver calls a zero date NULL; only a cell without bytes is one.
-        let null = if matches!(k, Kind::Date | Kind::DateTime | Kind::Timestamp) {
-            row.try_get_unchecked::<&[u8], _>(i).is_err()
-        } else {
-            row.try_get_raw(i).map_err(fail)?.is_null()
+        // The driver calls a zero date NULL; only a cell without bytes is one. A temporal
+        // value's bytes (its length byte first) are read once, here.
+        let temporal = matches!(k, Kind::Date | Kind::DateTime | Kind::Timestamp)
+            .then(|| row.try_get_unchecked::<&[u8], _>(i).ok());
+        let null = match temporal {
+            Some(bytes) => bytes.is_none(),
+            None => row.try_get_raw(i).map_err(fail)?.is_null(),
         };
         if null {
             out.push(Value::Null);
             continue;
         }
         // The statement protocol's bytes, for the types read here rather than by the driver.
-        // Temporal values keep their length byte in front.
         let raw = || row.try_get_unchecked::<&[u8], _>(i).map_err(fail);
         let invalid = || {
             SourceError::query(format!(
@@ -279,7 +280,6 @@ fn decode(source: &str, row: &MySqlRow, kinds: &[Kind]) -> Result<Vec<Value>, So
                 i + 1
             ))
         };
-        let temporal = || raw().map(|b| b.get(1..).unwrap_or_default());
         out.push(match k {
             Kind::Bool => Value::Bool(row.try_get(i).map_err(fail)?),
             Kind::Signed => Value::Int(row.try_get(i).map_err(fail)?),
@@ -294,10 +294,15 @@ fn decode(source: &str, row: &MySqlRow, kinds: &[Kind]) -> Result<Vec<Value>, So
             Kind::Text => Value::Text(row.try_get_unchecked(i).map_err(fail)?),
             Kind::Json => Value::Json(row.try_get_unchecked(i).map_err(fail)?),
             Kind::Date | Kind::DateTime | Kind::Timestamp => {
-                let parts = binary::date_parts(temporal()?).ok_or_else(invalid)?;
+                let bytes = temporal.flatten().unwrap_or_default();
+                let parts =
+                    binary::date_parts(bytes.get(1..).unwrap_or_default()).ok_or_else(invalid)?;
                 calendar(*k, parts).unwrap_or_else(|| Value::Text(parts.text(*k != Kind::Date)))
             }
-            Kind::Time => Value::Text(binary::time_text(temporal()?).ok_or_else(invalid)?),
+            // TIME keeps its length byte in front, too.
+            Kind::Time => Value::Text(
+                binary::time_text(raw()?.get(1..).unwrap_or_default()).ok_or_else(invalid)?,
+            ),
             Kind::Bit => unsigned(binary::bit_value(raw()?).ok_or_else(invalid)?),
             Kind::Geometry => Value::Text(binary::geometry_wkt(raw()?).ok_or_else(invalid)?),
             Kind::Bytes => Value::Bytes(row.try_get(i).map_err(fail)?),
