@@ -149,6 +149,33 @@ impl Queue for LocalQueue {
         Ok(n as usize)
     }
 
+    async fn depth(&self) -> Result<usize, QueueError> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM queue_messages WHERE queue = ?")
+            .bind(MAIN)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(n as usize)
+    }
+
+    async fn remove_poisoned(&self, job: &str) -> Result<usize, QueueError> {
+        // Bodies are only ever written by `JobMessage::encode`; one that does not parse as JSON
+        // is not this job's, and `json_valid` keeps `json_extract` from failing on it.
+        let removed = sqlx::query(
+            "DELETE FROM queue_messages WHERE id IN (
+               SELECT id FROM queue_messages WHERE queue = ? ORDER BY id LIMIT ?)
+             AND json_valid(body) AND json_extract(body, '$.job') = ?",
+        )
+        .bind(POISON)
+        .bind(super::POISON_SCAN_LIMIT as i64)
+        .bind(job)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?
+        .rows_affected();
+        Ok(removed as usize)
+    }
+
     async fn ping(&self) -> Result<(), QueueError> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)

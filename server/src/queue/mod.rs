@@ -54,6 +54,9 @@ impl JobMessage {
     }
 }
 
+/// The most poison messages one redrive looks through.
+pub const POISON_SCAN_LIMIT: usize = 1024;
+
 /// A message taken from the queue, hidden from others until its visibility ends.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Received {
@@ -91,5 +94,11 @@ pub trait Queue: Send + Sync + 'static {
     async fn dead_letter(&self, message: &Received) -> Result<(), QueueError>;
     /// Messages in the poison queue (for operators and tests).
     async fn poison_len(&self) -> Result<usize, QueueError>;
+    /// Messages in the main queue, visible or not (approximate on Azure).
+    async fn depth(&self) -> Result<usize, QueueError>;
+    /// Removes the poison messages of the job `job` (a redrive); returns how many went. At most
+    /// [`POISON_SCAN_LIMIT`] poison messages are looked at: one left behind is harmless, since a
+    /// redrive gives the job a new ticket that no old message carries.
+    async fn remove_poisoned(&self, job: &str) -> Result<usize, QueueError>;
     async fn ping(&self) -> Result<(), QueueError>;
 }
