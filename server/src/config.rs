@@ -910,17 +910,19 @@ impl Command {
                     None => Vec::new(),
                     Some(v) => parse(v, |s| comma_list(s, crate::webhooks::parse_host))?,
                 };
-                let secret = raw("webhook_secret")
-                    .map(|v| {
-                        parse(v, |s| {
-                            if s.chars().count() >= 16 {
-                                Ok(Secret(s.to_string()))
-                            } else {
-                                Err("must be at least 16 characters".into())
-                            }
+                let secret = match raw("webhook_secret") {
+                    None => None,
+                    Some((v, _)) if v.trim().chars().count() >= 16 => {
+                        Some(Secret(v.trim().to_string()))
+                    }
+                    // Not `parse`: its message would show the value.
+                    Some((_, origin)) => {
+                        return Err(ConfigError::Invalid {
+                            origin: origin.to_string(),
+                            problem: "must be at least 16 characters".into(),
                         })
-                    })
-                    .transpose()?;
+                    }
+                };
                 let url = raw("webhook_url")
                     .map(|v| parse(v, |u| crate::webhooks::check_url(u, &hosts)))
                     .transpose()?;

@@ -18,4 +18,5 @@ mod scanner;
 mod sources;
 mod support;
 mod types;
+mod webhooks;
 mod worker;
