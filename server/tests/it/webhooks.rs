@@ -10,6 +10,9 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
+use server::webhooks::azure::AzureOutbox;
+use server::webhooks::local::LocalOutbox;
+use server::webhooks::{Delivery, Outbox, OutboxError};
 use sha2::Sha256;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -545,4 +548,99 @@ async fn on_azure_storage_a_delivery_that_failed_before_a_restart_is_made_by_the
     let mut args: Vec<&str> = azure.iter().map(String::as_str).collect();
     args.extend(hook_args(&url, &["--webhook-retry-base", "6s"]));
     restart_between_failure_and_retry(&args, &receiver).await;
+}
+
+/// What every outbox adapter promises: an event stored once, a due entry claimed by one caller
+/// at a time until its claim runs out, a stale claim refused, reschedules kept.
+async fn outbox_claims_reschedules_and_removes(outbox: Arc<dyn Outbox>) {
+    let now = chrono::Utc::now();
+    let secs = chrono::Duration::seconds;
+    let entry = |id: &str, body: &str, next_at| Delivery {
+        id: id.into(),
+        job_id: "j".into(),
+        url: "http://127.0.0.1:9/hook".into(),
+        body: body.into(),
+        created_at: now,
+        attempts: 0,
+        next_at,
+        last_error: None,
+        claim: None,
+    };
+    outbox.add(&entry("a-1", "first", now - secs(1))).await.unwrap();
+    outbox
+        .add(&entry("a-1", "second", now - secs(1)))
+        .await
+        .unwrap();
+    outbox.add(&entry("b-1", "later", now + secs(3600))).await.unwrap();
+    let claim = Duration::from_secs(30);
+    let ids = |batch: &[Delivery]| batch.iter().map(|d| d.id.clone()).collect::<Vec<_>>();
+
+    let taken = outbox.due(now, 10, claim).await.unwrap();
+    assert_eq!(ids(&taken), ["a-1"]);
+    assert_eq!(taken[0].body, "first", "adding an event twice keeps the first");
+    assert!(
+        outbox.due(now, 10, claim).await.unwrap().is_empty(),
+        "a claimed entry is not handed out again"
+    );
+
+    // The claim ran out (its process died): another caller takes the entry over.
+    let later = now + secs(31);
+    let retaken = outbox.due(later, 10, claim).await.unwrap();
+    assert_eq!(ids(&retaken), ["a-1"]);
+    let mut stale = taken[0].clone();
+    stale.attempts = 1;
+    assert!(matches!(
+        outbox.reschedule(&stale).await,
+        Err(OutboxError::Lost)
+    ));
+    let mut current = retaken[0].clone();
+    current.attempts = 1;
+    current.next_at = later + secs(5);
+    current.last_error = Some("the receiver answered 500".into());
+    outbox.reschedule(&current).await.unwrap();
+    assert!(outbox.due(later + secs(4), 10, claim).await.unwrap().is_empty());
+    let again = outbox.due(later + secs(6), 10, claim).await.unwrap();
+    assert_eq!(ids(&again), ["a-1"]);
+    assert_eq!(again[0].attempts, 1);
+    assert_eq!(
+        again[0].last_error.as_deref(),
+        Some("the receiver answered 500")
+    );
+    outbox.remove(&again[0]).await.unwrap();
+
+    let far = now + secs(7200);
+    let rest = outbox.due(far, 1, claim).await.unwrap();
+    assert_eq!(ids(&rest), ["b-1"], "the removed entry is gone");
+    assert!(outbox.due(far, 10, claim).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn the_local_outbox_claims_reschedules_and_removes() {
+    let dir = tempfile::tempdir().unwrap();
+    let pool = server::embedded::open(&dir.path().join("exportal.db"))
+        .await
+        .unwrap();
+    outbox_claims_reschedules_and_removes(Arc::new(LocalOutbox::new(pool))).await;
+}
+
+#[tokio::test]
+async fn the_azure_outbox_claims_reschedules_and_removes() {
+    let tag = &uuid::Uuid::new_v4().simple().to_string()[..10];
+    let settings = server::azure::AzureSettings {
+        connection_string: Some(server::config::Secret(service_url(
+            "EXPORTAL_TEST_AZURE_CONNECTION_STRING",
+        ))),
+        blob_url: None,
+        queue_url: None,
+        queue: format!("q{tag}"),
+        files_container: format!("f{tag}"),
+        jobs_container: format!("j{tag}"),
+        api_version: None,
+    };
+    let clients = server::azure::clients(&settings).unwrap();
+    server::jobs::azure::AzureJobStore::new(clients.jobs)
+        .ensure()
+        .await
+        .unwrap();
+    outbox_claims_reschedules_and_removes(Arc::new(AzureOutbox::new(clients.outbox))).await;
 }
