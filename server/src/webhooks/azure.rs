@@ -41,7 +41,9 @@ fn unavailable(what: &str, e: azure_core::Error) -> OutboxError {
 fn blob_name(id: &str) -> Result<String, OutboxError> {
     // Event ids are `<job id>-<revision>`, made by the server; anything else is refused
     // rather than turned into a blob name.
-    if id.is_empty() || id.len() > 100 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    if id.is_empty()
+        || id.len() > 100
+        || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
     {
         return Err(OutboxError::Unavailable(format!("invalid event id `{id}`")));
     }
@@ -90,7 +92,11 @@ impl AzureOutbox {
     }
 
     /// The names of the entries whose `due` metadata has come, oldest event first.
-    async fn due_names(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<String>, OutboxError> {
+    async fn due_names(
+        &self,
+        now: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<String>, OutboxError> {
         let options = BlobContainerClientListBlobsOptions {
             prefix: Some(PREFIX.to_string()),
             include: Some(vec![ListBlobsIncludeItem::Metadata]),

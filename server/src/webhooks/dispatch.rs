@@ -153,7 +153,10 @@ impl Dispatcher {
             .http
             .post(&d.url)
             .header("content-type", "application/json")
-            .header(SIGNATURE_HEADER, signature(&self.secret, t, d.body.as_bytes()))
+            .header(
+                SIGNATURE_HEADER,
+                signature(&self.secret, t, d.body.as_bytes()),
+            )
             .header(EVENT_ID_HEADER, &d.id)
             .body(d.body.clone());
         let exchange = async {

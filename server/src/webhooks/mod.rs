@@ -101,8 +101,7 @@ pub fn parse_host(host: &str) -> Result<String, String> {
     let h = host.trim().trim_end_matches('.').to_ascii_lowercase();
     let ok = !h.is_empty()
         && h.len() <= 253
-        && h
-            .bytes()
+        && h.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"-.:[]".contains(&b));
     if ok {
         Ok(h)
@@ -333,8 +332,8 @@ pub fn setup(
     outbox: Arc<dyn Outbox>,
     jobs: crate::jobs::Jobs,
 ) -> anyhow::Result<(crate::jobs::Jobs, Option<Arc<dispatch::Dispatcher>>)> {
-    let Some(routes) = Routes::new(&settings.webhooks, catalog)
-        .map_err(|e| anyhow::anyhow!("webhooks: {e}"))?
+    let Some(routes) =
+        Routes::new(&settings.webhooks, catalog).map_err(|e| anyhow::anyhow!("webhooks: {e}"))?
     else {
         return Ok((jobs, None));
     };
@@ -352,7 +351,10 @@ pub fn setup(
         public_origin: settings.edge.public_origin.clone(),
         wake,
     };
-    Ok((jobs.with_webhooks(Arc::new(notifier)), Some(Arc::new(dispatcher))))
+    Ok((
+        jobs.with_webhooks(Arc::new(notifier)),
+        Some(Arc::new(dispatcher)),
+    ))
 }
 
 #[cfg(test)]
@@ -399,7 +401,10 @@ mod tests {
             ("ftp://hooks.example.com/", "use http or https"),
             ("file:///etc/passwd", "use http or https"),
             ("hooks.example.com/x", "not a URL"),
-            ("https://user:pw@hooks.example.com/", "user name or password"),
+            (
+                "https://user:pw@hooks.example.com/",
+                "user name or password",
+            ),
             ("https://hooks.example.com/#x", "fragment"),
         ] {
             let e = check_url(url, &[]).unwrap_err();
@@ -412,7 +417,10 @@ mod tests {
             e.contains("evil.example.com") && e.contains("EXPORTAL_WEBHOOK_HOSTS"),
             "{e}"
         );
-        assert_eq!(parse_host(" Hooks.Example.com. ").unwrap(), "hooks.example.com");
+        assert_eq!(
+            parse_host(" Hooks.Example.com. ").unwrap(),
+            "hooks.example.com"
+        );
         assert!(parse_host("https://x/").is_err());
     }
 

@@ -140,7 +140,8 @@ fn verified(hit: &Hit) -> Value {
     let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes()).unwrap();
     mac.update(format!("{t}.").as_bytes());
     mac.update(&hit.body);
-    mac.verify_slice(&v1).expect("the signature matches the body");
+    mac.verify_slice(&v1)
+        .expect("the signature matches the body");
     assert_eq!(hit.headers["content-type"], "application/json");
     let event: Value = serde_json::from_slice(&hit.body).unwrap();
     assert_eq!(
@@ -159,8 +160,7 @@ fn hook_args<'a>(url: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
 const WAIT: Duration = Duration::from_secs(30);
 
 #[tokio::test]
-async fn a_succeeded_export_is_announced_once_signed_with_its_file_facts_and_a_link_to_the_job()
-{
+async fn a_succeeded_export_is_announced_once_signed_with_its_file_facts_and_a_link_to_the_job() {
     let receiver = Receiver::start(vec![]).await;
     let url = receiver.url();
     let server = TestServer::start(&hook_args(
@@ -197,7 +197,9 @@ async fn a_succeeded_export_is_announced_once_signed_with_its_file_facts_and_a_l
     if let Some(blob) = file["blob"].as_str() {
         assert!(!text.contains(blob), "no storage name: {text}");
     }
-    receiver.assert_stays_at(1, Duration::from_millis(500)).await;
+    receiver
+        .assert_stays_at(1, Duration::from_millis(500))
+        .await;
 }
 
 /// A datasets file with `fine` (its own webhook) and `broken` (fails at its third row,
@@ -240,7 +242,9 @@ async fn a_dataset_webhook_takes_the_place_of_the_servers_and_a_failure_carries_
     let server = TestServer::start(&hook_args(&url, &["--datasets", &datasets])).await;
     let bob = server.user("bob");
 
-    let fine = bob.submit(json!({"dataset": "fine", "format": "ndjson"})).await;
+    let fine = bob
+        .submit(json!({"dataset": "fine", "format": "ndjson"}))
+        .await;
     let fine = bob
         .wait_for(fine["id"].as_str().unwrap(), &["succeeded"], WAIT)
         .await;
@@ -255,7 +259,9 @@ async fn a_dataset_webhook_takes_the_place_of_the_servers_and_a_failure_carries_
         "without EXPORTAL_PUBLIC_URL, the path alone"
     );
 
-    let broken = bob.submit(json!({"dataset": "broken", "format": "csv"})).await;
+    let broken = bob
+        .submit(json!({"dataset": "broken", "format": "csv"}))
+        .await;
     let broken = bob
         .wait_for(broken["id"].as_str().unwrap(), &["failed"], WAIT)
         .await;
@@ -266,7 +272,11 @@ async fn a_dataset_webhook_takes_the_place_of_the_servers_and_a_failure_carries_
     assert_eq!(event["error"], broken["error"]);
     assert!(event["error"]["code"].is_string(), "{event}");
     assert!(event.get("sha256").is_none(), "no file, no digest: {event}");
-    assert_eq!(dataset_receiver.count(), 1, "each event goes to one receiver");
+    assert_eq!(
+        dataset_receiver.count(),
+        1,
+        "each event goes to one receiver"
+    );
     server_receiver
         .assert_stays_at(1, Duration::from_millis(300))
         .await;
@@ -293,7 +303,9 @@ async fn a_cancel_on_a_web_instance_is_announced_by_that_instance() {
     assert_eq!(event["job_id"], id);
     assert_eq!(event["error"]["code"], "cancelled");
     assert_eq!(event["rows"], 0);
-    receiver.assert_stays_at(1, Duration::from_millis(300)).await;
+    receiver
+        .assert_stays_at(1, Duration::from_millis(300))
+        .await;
 }
 
 /// Asserts the deliveries of one event: the same id and body every time, and pauses between
@@ -334,7 +346,12 @@ async fn a_slow_receiver_counts_as_failed_after_the_timeout_and_gets_the_event_a
     let url = receiver.url();
     let server = TestServer::start(&hook_args(
         &url,
-        &["--webhook-timeout", "300ms", "--webhook-retry-base", "100ms"],
+        &[
+            "--webhook-timeout",
+            "300ms",
+            "--webhook-retry-base",
+            "100ms",
+        ],
     ))
     .await;
     let erin = server.user("erin");
@@ -361,7 +378,12 @@ async fn a_redirect_is_a_failed_delivery_never_followed_and_the_event_is_abandon
     let url = receiver.url();
     let server = TestServer::start(&hook_args(
         &url,
-        &["--webhook-retry-base", "50ms", "--webhook-max-attempts", "2"],
+        &[
+            "--webhook-retry-base",
+            "50ms",
+            "--webhook-max-attempts",
+            "2",
+        ],
     ))
     .await;
     let frank = server.user("frank");
@@ -383,15 +405,24 @@ async fn restart_between_failure_and_retry(args: &[&str], receiver: &Receiver) {
     let failed = receiver.wait_for(1, Duration::from_secs(60)).await;
     first.running.shutdown().await.unwrap();
     let stopped = Instant::now();
-    assert_eq!(receiver.count(), 1, "the first process stopped before its retry");
+    assert_eq!(
+        receiver.count(),
+        1,
+        "the first process stopped before its retry"
+    );
 
     let second = TestServer::start(args).await;
     let hits = receiver.wait_for(2, WAIT).await;
     assert!(hits[1].1 > stopped, "delivered by the second process");
     assert_eq!(hits[1].0, failed[0].0, "the same event");
     assert_eq!(hits[1].0["job_id"], id.as_str());
-    assert!(hits[1].1 - hits[0].1 >= Duration::from_secs(3), "after its back-off");
-    receiver.assert_stays_at(2, Duration::from_millis(500)).await;
+    assert!(
+        hits[1].1 - hits[0].1 >= Duration::from_secs(3),
+        "after its back-off"
+    );
+    receiver
+        .assert_stays_at(2, Duration::from_millis(500))
+        .await;
     second.running.shutdown().await.unwrap();
 }
 
@@ -436,7 +467,11 @@ async fn start_up_refuses_unsafe_or_unsigned_webhooks_naming_what_is_wrong() {
             &["--webhook-url", "use http or https"],
         ),
         (
-            [&["--webhook-url", "https://me:pw@hooks.example.com/"][..], &secret].concat(),
+            [
+                &["--webhook-url", "https://me:pw@hooks.example.com/"][..],
+                &secret,
+            ]
+            .concat(),
             &["--webhook-url", "user name or password"],
         ),
         (
@@ -530,7 +565,9 @@ async fn on_azure_storage_a_failing_receiver_gets_the_event_again_until_it_accep
     let hank = server.user("hank");
     let job = hank.submit(orders("csv")).await;
     let id = job["id"].as_str().unwrap();
-    let done = hank.wait_for(id, &["succeeded"], Duration::from_secs(60)).await;
+    let done = hank
+        .wait_for(id, &["succeeded"], Duration::from_secs(60))
+        .await;
 
     let hits = receiver.wait_for(3, WAIT).await;
     assert_eq!(hits[0].0["job_id"], id);
@@ -566,18 +603,27 @@ async fn outbox_claims_reschedules_and_removes(outbox: Arc<dyn Outbox>) {
         last_error: None,
         claim: None,
     };
-    outbox.add(&entry("a-1", "first", now - secs(1))).await.unwrap();
+    outbox
+        .add(&entry("a-1", "first", now - secs(1)))
+        .await
+        .unwrap();
     outbox
         .add(&entry("a-1", "second", now - secs(1)))
         .await
         .unwrap();
-    outbox.add(&entry("b-1", "later", now + secs(3600))).await.unwrap();
+    outbox
+        .add(&entry("b-1", "later", now + secs(3600)))
+        .await
+        .unwrap();
     let claim = Duration::from_secs(30);
     let ids = |batch: &[Delivery]| batch.iter().map(|d| d.id.clone()).collect::<Vec<_>>();
 
     let taken = outbox.due(now, 10, claim).await.unwrap();
     assert_eq!(ids(&taken), ["a-1"]);
-    assert_eq!(taken[0].body, "first", "adding an event twice keeps the first");
+    assert_eq!(
+        taken[0].body, "first",
+        "adding an event twice keeps the first"
+    );
     assert!(
         outbox.due(now, 10, claim).await.unwrap().is_empty(),
         "a claimed entry is not handed out again"
@@ -598,7 +644,11 @@ async fn outbox_claims_reschedules_and_removes(outbox: Arc<dyn Outbox>) {
     current.next_at = later + secs(5);
     current.last_error = Some("the receiver answered 500".into());
     outbox.reschedule(&current).await.unwrap();
-    assert!(outbox.due(later + secs(4), 10, claim).await.unwrap().is_empty());
+    assert!(outbox
+        .due(later + secs(4), 10, claim)
+        .await
+        .unwrap()
+        .is_empty());
     let again = outbox.due(later + secs(6), 10, claim).await.unwrap();
     assert_eq!(ids(&again), ["a-1"]);
     assert_eq!(again[0].attempts, 1);
