@@ -298,6 +298,45 @@ pub const SETTINGS: &[SettingSpec] = &[
         default: "crlf",
         help: "crlf (RFC 4180) or lf.",
     },
+    SettingSpec {
+        key: "webhook_url",
+        env: "EXPORTAL_WEBHOOK_URL",
+        default: "(none)",
+        help: "http(s) URL that gets a signed POST when an export succeeds, fails or is cancelled (see README, \
+               Webhooks). A dataset's own `webhook` key takes its place for that dataset's exports.",
+    },
+    SettingSpec {
+        key: "webhook_secret",
+        env: "EXPORTAL_WEBHOOK_SECRET",
+        default: "(none)",
+        help: "The HMAC-SHA256 key of the Exportal-Signature header (at least 16 characters). Required when any \
+               webhook is configured; never logged.",
+    },
+    SettingSpec {
+        key: "webhook_hosts",
+        env: "EXPORTAL_WEBHOOK_HOSTS",
+        default: "(none: any host)",
+        help: "Comma-separated host names webhooks may be sent to; when set, a webhook URL (here or in the \
+               datasets file) naming another host stops the start.",
+    },
+    SettingSpec {
+        key: "webhook_timeout",
+        env: "EXPORTAL_WEBHOOK_TIMEOUT",
+        default: "10s",
+        help: "How long one webhook delivery may take (connect, send, answer); longer counts as a failure.",
+    },
+    SettingSpec {
+        key: "webhook_retry_base",
+        env: "EXPORTAL_WEBHOOK_RETRY_BASE",
+        default: "1s",
+        help: "First pause after a failed webhook delivery; doubles per attempt (with jitter), up to 10m.",
+    },
+    SettingSpec {
+        key: "webhook_max_attempts",
+        env: "EXPORTAL_WEBHOOK_MAX_ATTEMPTS",
+        default: "30",
+        help: "Deliveries tried per event before it is abandoned with a log line (30 is about four hours).",
+    },
 ];
 
 /// The process's role in a deployment.
@@ -355,6 +394,33 @@ pub struct Settings {
     pub instance: String,
     pub storage: Storage,
     pub edge: Edge,
+    pub webhooks: Webhooks,
+}
+
+/// Where and how finished exports are announced (see `crate::webhooks`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Webhooks {
+    /// The server's webhook, for datasets without one of their own.
+    pub url: Option<String>,
+    pub secret: Option<Secret>,
+    /// Lower-case host names; empty: any host.
+    pub hosts: Vec<String>,
+    pub timeout: Duration,
+    pub retry_base: Duration,
+    pub max_attempts: u32,
+}
+
+impl Default for Webhooks {
+    fn default() -> Self {
+        Self {
+            url: None,
+            secret: None,
+            hosts: Vec::new(),
+            timeout: Duration::from_secs(10),
+            retry_base: Duration::from_secs(1),
+            max_attempts: 30,
+        }
+    }
 }
 
 /// The settings of the HTTP edge: who may call, from where, and how much.
@@ -947,6 +1013,52 @@ impl Command {
                     rate_identities: parse(
                         or_default(raw("rate_identities"), "10000"),
                         within(1, 10_000_000),
+                    )?,
+                }
+            },
+            webhooks: {
+                let hosts = match raw("webhook_hosts") {
+                    None => Vec::new(),
+                    Some(v) => parse(v, |s| comma_list(s, crate::webhooks::parse_host))?,
+                };
+                let secret = match raw("webhook_secret") {
+                    None => None,
+                    Some((v, _)) if v.trim().chars().count() >= 16 => {
+                        Some(Secret(v.trim().to_string()))
+                    }
+                    // Not `parse`: its message would show the value.
+                    Some((_, origin)) => {
+                        return Err(ConfigError::Invalid {
+                            origin: origin.to_string(),
+                            problem: "must be at least 16 characters".into(),
+                        })
+                    }
+                };
+                let url = raw("webhook_url")
+                    .map(|v| parse(v, |u| crate::webhooks::check_url(u, &hosts)))
+                    .transpose()?;
+                if url.is_some() && secret.is_none() {
+                    return Err(ConfigError::Invalid {
+                        origin: "EXPORTAL_WEBHOOK_SECRET (file key `webhook_secret`)".into(),
+                        problem: "missing: required when EXPORTAL_WEBHOOK_URL is set (deliveries are signed with it)"
+                            .into(),
+                    });
+                }
+                Webhooks {
+                    url,
+                    secret,
+                    hosts,
+                    timeout: parse(
+                        or_default(raw("webhook_timeout"), "10s"),
+                        duration_within(Duration::from_millis(100), Duration::from_secs(300)),
+                    )?,
+                    retry_base: parse(
+                        or_default(raw("webhook_retry_base"), "1s"),
+                        duration_within(Duration::from_millis(10), Duration::from_secs(600)),
+                    )?,
+                    max_attempts: parse(
+                        or_default(raw("webhook_max_attempts"), "30"),
+                        within(1, 1000),
                     )?,
                 }
             },

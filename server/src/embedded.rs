@@ -1,5 +1,6 @@
-//! The embedded database (`exportal.db` in the data directory) that holds the local job store
-//! and the local queue: SQLite in WAL mode, so readers never wait for the writer.
+//! The embedded database (`exportal.db` in the data directory) that holds the local job store,
+//! the local queue and the webhook outbox: SQLite in WAL mode, so readers never wait for the
+//! writer.
 
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -45,6 +46,20 @@ CREATE TABLE IF NOT EXISTS audit (
 );
 CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
 CREATE INDEX IF NOT EXISTS audit_job ON audit (job, id);
+
+-- Webhook deliveries still owed (server/src/webhooks/local.rs); times are unix milliseconds.
+CREATE TABLE IF NOT EXISTS webhook_outbox (
+  id TEXT PRIMARY KEY,
+  job_id TEXT NOT NULL,
+  url TEXT NOT NULL,
+  body TEXT NOT NULL,
+  created_at INTEGER NOT NULL,
+  next_at INTEGER NOT NULL,
+  attempts INTEGER NOT NULL DEFAULT 0,
+  last_error TEXT,
+  claim TEXT
+);
+CREATE INDEX IF NOT EXISTS webhook_outbox_due ON webhook_outbox (next_at);
 "#;
 
 /// Opens (creating if needed) the embedded database at `path`.

@@ -23,6 +23,7 @@ pub mod service;
 pub mod source;
 pub mod state;
 pub mod telemetry;
+pub mod webhooks;
 pub mod worker;
 
 use anyhow::Context;
@@ -75,6 +76,7 @@ struct Storage {
     queue: Arc<dyn Queue>,
     blobs: Arc<dyn BlobStore>,
     readiness: Vec<ReadyCheck>,
+    outbox: Arc<dyn webhooks::Outbox>,
 }
 
 /// The readiness checks of the three stores, whatever their adapters.
@@ -115,6 +117,7 @@ async fn local_storage(settings: &Settings, hub: live::Hub) -> anyhow::Result<St
         .with_context(|| format!("cannot open the embedded database {}", db.display()))?;
     let store: Arc<dyn jobs::JobStore> = Arc::new(jobs::local::LocalJobStore::new(pool.clone()));
     let audit: Arc<dyn audit::AuditLog> = Arc::new(audit::local::LocalAuditLog::new(pool.clone()));
+    let outbox = Arc::new(webhooks::local::LocalOutbox::new(pool.clone()));
     let queue: Arc<dyn Queue> = Arc::new(queue::local::LocalQueue::new(pool));
     let blobs: Arc<dyn BlobStore> = Arc::new(
         blobs::local::LocalBlobStore::open(&settings.data_dir.join("files"))
@@ -129,6 +132,7 @@ async fn local_storage(settings: &Settings, hub: live::Hub) -> anyhow::Result<St
         queue,
         blobs,
         readiness,
+        outbox,
     })
 }
 
@@ -141,6 +145,7 @@ async fn azure_storage(settings: &azure::AzureSettings, hub: live::Hub) -> anyho
     let blobs = blobs::azure::AzureBlobStore::new(clients.files, clients.links);
     let audit: Arc<dyn audit::AuditLog> = Arc::new(audit::azure::AzureAuditLog::new(clients.audit));
     let store = jobs::azure::AzureJobStore::new(clients.jobs);
+    let outbox = Arc::new(webhooks::azure::AzureOutbox::new(clients.outbox));
     queue
         .ensure()
         .await
@@ -168,6 +173,7 @@ async fn azure_storage(settings: &azure::AzureSettings, hub: live::Hub) -> anyho
         queue,
         blobs,
         readiness,
+        outbox,
     })
 }
 
@@ -210,11 +216,14 @@ pub async fn start(settings: Settings, mut leptos: LeptosOptions) -> anyhow::Res
     leptos.site_addr = addr;
 
     let hub = live::Hub::new();
-    let storage = match &settings.storage {
+    let mut storage = match &settings.storage {
         config::Storage::Local => local_storage(&settings, hub.clone()).await?,
         config::Storage::Azure(azure) => azure_storage(azure, hub.clone()).await?,
     };
     let catalog = Arc::new(load_catalog(&settings).await?);
+    let (jobs, webhook_dispatcher) =
+        webhooks::setup(&settings, &catalog, storage.outbox.clone(), storage.jobs)?;
+    storage.jobs = jobs;
     let wake = Arc::new(Notify::new());
     let shutdown = CancellationToken::new();
 
@@ -304,6 +313,9 @@ pub async fn start(settings: Settings, mut leptos: LeptosOptions) -> anyhow::Res
     };
     let router = http::router(state, identifier);
     let worker_task = worker.map(|w| tokio::spawn(w.run(shutdown.clone())));
+    // Every role delivers: cancels end jobs on web instances too, and any process may deliver
+    // what another one stored.
+    let webhook_task = webhook_dispatcher.map(|d| tokio::spawn(d.run(shutdown.clone())));
     let stop = shutdown.clone();
     let task = tokio::spawn(async move {
         // The peer's address is what EXPORTAL_TRUSTED_PROXIES is checked against.
@@ -321,6 +333,9 @@ pub async fn start(settings: Settings, mut leptos: LeptosOptions) -> anyhow::Res
         }
         if let Some(w) = worker_task {
             w.await.context("worker panicked")?;
+        }
+        if let Some(d) = webhook_task {
+            d.await.context("webhook dispatcher panicked")?;
         }
         Ok(())
     });

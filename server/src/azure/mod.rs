@@ -63,6 +63,8 @@ pub struct AzureClients {
     pub jobs: BlobContainerClient,
     /// The same container again, for the audit trail.
     pub audit: BlobContainerClient,
+    /// The jobs container again, for the webhook outbox.
+    pub outbox: BlobContainerClient,
     pub links: Links,
     pub description: String,
 }
@@ -182,6 +184,7 @@ pub fn clients(settings: &AzureSettings) -> anyhow::Result<AzureClients> {
         files: blob_service.blob_container_client(&settings.files_container),
         jobs: blob_service.blob_container_client(&settings.jobs_container),
         audit: blob_service.blob_container_client(&settings.jobs_container),
+        outbox: blob_service.blob_container_client(&settings.jobs_container),
         links,
         description,
     })

@@ -65,6 +65,8 @@ struct DatasetSpec {
     /// The file options exports get unless they ask otherwise (`[datasets.defaults]`).
     #[serde(default)]
     defaults: FileOptions,
+    /// Where this dataset's finished exports are announced, instead of EXPORTAL_WEBHOOK_URL.
+    webhook: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -92,6 +94,8 @@ pub struct Dataset {
     pub csv_raw_columns: Vec<String>,
     /// Positions (in the query's columns) of the columns declared to hold JSON.
     pub json_columns: Vec<usize>,
+    /// The dataset's own webhook URL (checked: http or https, no user info).
+    pub webhook: Option<String>,
 }
 
 /// All datasets, by id.
@@ -182,6 +186,13 @@ impl Catalog {
 
     pub fn infos(&self) -> Vec<DatasetInfo> {
         self.datasets.iter().map(|d| d.info.clone()).collect()
+    }
+
+    /// The datasets that name a webhook of their own, with it.
+    pub fn webhooks(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.datasets
+            .iter()
+            .filter_map(|d| Some((d.info.id.as_str(), d.webhook.as_deref()?)))
     }
 
     /// The sources, for readiness checks.
@@ -364,6 +375,13 @@ async fn build_dataset(
     if let Some(zone) = &d.defaults.time_zone {
         time_zone(zone).map_err(|e| format!("key `defaults.time_zone`: {e}"))?;
     }
+    // The allowed hosts (EXPORTAL_WEBHOOK_HOSTS) are checked at start-up, with the settings.
+    let webhook = d
+        .webhook
+        .as_deref()
+        .map(|u| crate::webhooks::check_url(u, &[]))
+        .transpose()
+        .map_err(|e| format!("key `webhook`: {e}"))?;
     Ok(Dataset {
         info: DatasetInfo {
             id: d.id,
@@ -387,6 +405,7 @@ async fn build_dataset(
         count,
         csv_raw_columns: d.csv_raw_columns,
         json_columns,
+        webhook,
     })
 }
 

@@ -119,11 +119,22 @@ use std::sync::Arc;
 pub struct Jobs {
     pub store: Arc<dyn JobStore>,
     pub hub: Hub,
+    /// Told of every write that makes a job final (webhooks), when any are configured.
+    pub webhooks: Option<Arc<crate::webhooks::Notifier>>,
 }
 
 impl Jobs {
     pub fn new(store: Arc<dyn JobStore>, hub: Hub) -> Self {
-        Self { store, hub }
+        Self {
+            store,
+            hub,
+            webhooks: None,
+        }
+    }
+
+    pub fn with_webhooks(mut self, notifier: Arc<crate::webhooks::Notifier>) -> Self {
+        self.webhooks = Some(notifier);
+        self
     }
 
     pub async fn create(
@@ -152,6 +163,12 @@ impl Jobs {
     /// Applies `change` (one of `Job`'s transitions) to the stored job and writes it,
     /// re-reading and re-applying when a concurrent writer got there first, so the transition
     /// is always checked against the record it replaces.
+    ///
+    /// Every change that ends a job comes through here, so this is where its webhook event is
+    /// stored: right after the write that made it final, by the process that won that write.
+    /// The two writes are not one transaction: a process that dies between them (or an outbox
+    /// that stays unavailable for a second) loses that one event. The job is already final,
+    /// so nothing would write it again to retry.
     pub async fn transition(
         &self,
         id: &str,
@@ -159,6 +176,7 @@ impl Jobs {
     ) -> Result<Job, ChangeError> {
         for _ in 0..16 {
             let mut job = self.store.get(id).await?.ok_or(StoreError::NotFound)?;
+            let was_final = job.status.is_final();
             if let Err(reason) = change(&mut job) {
                 return Err(ChangeError::Refused {
                     reason,
@@ -167,7 +185,15 @@ impl Jobs {
             }
             match self.update(&job).await {
                 Err(StoreError::Conflict) => continue,
-                other => return Ok(other?),
+                Ok(stored) => {
+                    if let (false, true, Some(w)) =
+                        (was_final, stored.status.is_final(), &self.webhooks)
+                    {
+                        w.job_finished(&stored).await;
+                    }
+                    return Ok(stored);
+                }
+                Err(e) => return Err(e.into()),
             }
         }
         Err(StoreError::Conflict.into())

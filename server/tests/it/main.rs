@@ -19,4 +19,5 @@ mod scanner;
 mod sources;
 mod support;
 mod types;
+mod webhooks;
 mod worker;
