@@ -29,7 +29,11 @@ LEPTOS_SITE_ADDR="127.0.0.1:$(free_port)"
 LEPTOS_RELOAD_PORT="$(free_port)"
 export LEPTOS_SITE_ADDR LEPTOS_RELOAD_PORT
 export EXPORTAL_DATA_DIR="$work/data"
-cargo leptos end-to-end
+# The admin console's browser test holds the signed cookie of the admin `e2e-admin` (so it needs
+# the cookie key), and makes exports fail by moving the demo database away: two quick attempts.
+EXPORTAL_COOKIE_SECRET=$(head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n')
+export EXPORTAL_COOKIE_SECRET EXPORTAL_ADMINS=e2e-admin EXPORTAL_MAX_ATTEMPTS=2 EXPORTAL_RETRY_BASE=500ms
+EXPORTAL_E2E_SOURCE_DBS="$work/data/demo.db" cargo leptos end-to-end
 
 step "browser tests again: a web instance and a separate worker on Azurite"
 (
@@ -42,7 +46,7 @@ step "browser tests again: a web instance and a separate worker on Azurite"
   worker=$!
   trap 'kill "$worker" 2>/dev/null' EXIT
   EXPORTAL_ROLE=web EXPORTAL_DATA_DIR="$work/web-data" LEPTOS_SITE_ADDR="127.0.0.1:$(free_port)" \
-    cargo leptos end-to-end
+    EXPORTAL_E2E_SOURCE_DBS="$work/worker-data/demo.db" cargo leptos end-to-end
 )
 
 step "Rust tests (unit and integration)"
