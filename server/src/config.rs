@@ -266,6 +266,13 @@ pub const SETTINGS: &[SettingSpec] = &[
         default: "crlf",
         help: "crlf (RFC 4180) or lf.",
     },
+    SettingSpec {
+        key: "metrics_token",
+        env: "EXPORTAL_METRICS_TOKEN",
+        default: "(none: /metrics is open)",
+        help: "When set, GET /metrics requires `Authorization: Bearer <token>` (at least 16 visible ASCII \
+               characters; compared in constant time). /metrics never needs a user identity.",
+    },
 ];
 
 /// The process's role in a deployment.
@@ -320,6 +327,8 @@ pub struct Settings {
     pub csv_crlf: bool,
     pub storage: Storage,
     pub edge: Edge,
+    /// The bearer token `/metrics` requires, if any.
+    pub metrics_token: Option<Secret>,
 }
 
 /// The settings of the HTTP edge: who may call, from where, and how much.
@@ -839,6 +848,17 @@ impl Command {
                     )?,
                 }
             },
+            metrics_token: raw("metrics_token")
+                .map(|v| {
+                    parse(v, |s| {
+                        if s.len() >= 16 && s.bytes().all(|b| b.is_ascii_graphic()) {
+                            Ok(Secret(s.to_string()))
+                        } else {
+                            Err("must be at least 16 visible ASCII characters".into())
+                        }
+                    })
+                })
+                .transpose()?,
         };
         Ok(Command::Run(Box::new(settings)))
     }

@@ -16,6 +16,7 @@ pub mod http;
 pub mod identity;
 pub mod jobs;
 pub mod live;
+pub mod metrics;
 pub mod queue;
 pub mod service;
 pub mod source;
@@ -206,6 +207,7 @@ pub async fn start(settings: Settings, mut leptos: LeptosOptions) -> anyhow::Res
     let catalog = Arc::new(load_catalog(&settings).await?);
     let wake = Arc::new(Notify::new());
     let shutdown = CancellationToken::new();
+    let metrics = Arc::new(metrics::Metrics::new().watch_queue(storage.queue.clone()));
 
     let export = Arc::new(export::ExportContext {
         catalog: catalog.clone(),
@@ -215,22 +217,25 @@ pub async fn start(settings: Settings, mut leptos: LeptosOptions) -> anyhow::Res
         csv_crlf: settings.csv_crlf,
     });
     let worker = (settings.role != Role::Web).then(|| {
-        Arc::new(worker::Worker::new(
-            storage.queue.clone(),
-            storage.jobs.clone(),
-            export.clone(),
-            worker::WorkerConfig {
-                concurrency: settings.worker_concurrency,
-                visibility: settings.visibility_timeout,
-                max_attempts: settings.max_attempts,
-                retry_base: settings.retry_base,
-                poll_max: settings.poll_max,
-                retention: settings.retention,
-                shutdown_grace: settings.shutdown_grace,
-                ..worker::WorkerConfig::default()
-            },
-            wake.clone(),
-        ))
+        Arc::new(
+            worker::Worker::new(
+                storage.queue.clone(),
+                storage.jobs.clone(),
+                export.clone(),
+                worker::WorkerConfig {
+                    concurrency: settings.worker_concurrency,
+                    visibility: settings.visibility_timeout,
+                    max_attempts: settings.max_attempts,
+                    retry_base: settings.retry_base,
+                    poll_max: settings.poll_max,
+                    retention: settings.retention,
+                    shutdown_grace: settings.shutdown_grace,
+                    ..worker::WorkerConfig::default()
+                },
+                wake.clone(),
+            )
+            .with_metrics(metrics.clone()),
+        )
     });
     let service = (settings.role != Role::Worker).then(|| {
         Arc::new(service::Service {
@@ -246,6 +251,7 @@ pub async fn start(settings: Settings, mut leptos: LeptosOptions) -> anyhow::Res
             wake: wake.clone(),
             worker: worker.clone(),
             preview_slots: Default::default(),
+            metrics: metrics.clone(),
         })
     });
     let identifier = Arc::new(identity::Identifier::new(
@@ -277,6 +283,7 @@ pub async fn start(settings: Settings, mut leptos: LeptosOptions) -> anyhow::Res
             follow_store,
             rate,
             sockets: Default::default(),
+            metrics,
         }),
     };
     let router = http::router(state, identifier);

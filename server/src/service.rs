@@ -56,6 +56,8 @@ pub struct Service {
     /// Per source, the connections previews and counts may take (see
     /// [`PREVIEW_QUERIES_PER_SOURCE`]).
     pub preview_slots: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// Where submits, cancels and retries are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 fn store_error(e: StoreError) -> ApiError {
@@ -319,6 +321,7 @@ impl Service {
             .await
             .map_err(|e| self.limit_error(e))?;
         if created {
+            self.metrics.job_submitted(&job);
             self.enqueue(&job).await?;
         }
         Ok((job, created))
@@ -368,10 +371,13 @@ impl Service {
                 JobErrorCode::QueueUnavailable,
                 "The export could not be queued; try again.",
             );
-            let _ = self
+            if let Ok(failed) = self
                 .jobs
                 .transition(&job.id, |j| j.give_up(error.clone(), Utc::now()))
-                .await;
+                .await
+            {
+                self.metrics.job_changed(&failed);
+            }
             return Err(ApiError::new(
                 ErrorCode::Unavailable,
                 "The export could not be queued; try again in a moment.",
@@ -421,6 +427,7 @@ impl Service {
             Err(ChangeError::Store(e)) => return Err(store_error(e)),
         };
         tracing::info!(job = %id, status = %job.status, "cancel requested");
+        self.metrics.job_changed(&job);
         if let Some(worker) = &self.worker {
             worker.cancel_local(id);
         }
@@ -446,6 +453,7 @@ impl Service {
             Err(ChangeError::Refused { .. }) => return Err(refused()),
             Err(ChangeError::Store(e)) => return Err(self.limit_error(e)),
         };
+        self.metrics.retried_by_user(&job);
         self.enqueue(&job).await?;
         Ok(job)
     }

@@ -33,6 +33,7 @@
 use crate::blobs::BlobStore;
 use crate::export::{self, Counters, ExportContext, ExportFailure, ExportOutput};
 use crate::jobs::{ChangeError, Jobs};
+use crate::metrics::{Metrics, PoisonReason};
 use crate::queue::{JobMessage, Queue, QueueError, Received};
 use app::jobs::{FileFacts, Job, JobError, JobErrorCode, JobStatus, Lease, TransitionError};
 use chrono::Utc;
@@ -123,6 +124,8 @@ pub struct Worker {
     running: Mutex<HashMap<(String, String), CancellationToken>>,
     /// Cancelled when the grace period of a shutdown is over: running exports are released.
     release: CancellationToken,
+    /// Where job outcomes are counted (a registry of its own unless [`Worker::with_metrics`]).
+    metrics: Arc<Metrics>,
 }
 
 /// The delay before attempt `attempt + 1`: exponential from `base`, capped, with equal jitter.
@@ -239,7 +242,13 @@ impl Worker {
             wake,
             running: Mutex::new(HashMap::new()),
             release: CancellationToken::new(),
+            metrics: Default::default(),
         }
+    }
+
+    /// Counts this worker's jobs in `metrics` (the process's, which `/metrics` reports).
+    pub fn with_metrics(self, metrics: Arc<Metrics>) -> Self {
+        Self { metrics, ..self }
     }
 
     fn blobs(&self) -> &Arc<dyn BlobStore> {
@@ -267,7 +276,10 @@ impl Worker {
         let Some(body) = JobMessage::decode(&message.body) else {
             tracing::warn!(body = %message.body, "unreadable queue message: moving it to the poison queue");
             return match self.queue.dead_letter(&message).await {
-                Ok(()) => Outcome::Poisoned,
+                Ok(()) => {
+                    self.metrics.poisoned(PoisonReason::Unreadable);
+                    Outcome::Poisoned
+                }
                 Err(_) => Outcome::Released,
             };
         };
@@ -312,7 +324,8 @@ impl Worker {
                 .transition(&job.id, |j| j.request_cancel(Utc::now()))
                 .await
             {
-                Ok(_) => {
+                Ok(job) => {
+                    self.metrics.job_changed(&job);
                     let _ = self.queue.delete(&message).await;
                     Outcome::Cancelled
                 }
@@ -340,9 +353,12 @@ impl Worker {
                 .transition(&job.id, |j| j.give_up(error.clone(), Utc::now()))
                 .await
             {
-                Ok(_) => {
+                Ok(job) => {
                     tracing::warn!("attempts used up: the job failed and its message is poisoned");
-                    let _ = self.queue.dead_letter(&message).await;
+                    self.metrics.job_changed(&job);
+                    if self.queue.dead_letter(&message).await.is_ok() {
+                        self.metrics.poisoned(PoisonReason::AttemptsExhausted);
+                    }
                     Outcome::Poisoned
                 }
                 Err(e) => self.not_started(&message, e).await,
@@ -375,6 +391,8 @@ impl Worker {
             let _ = self.blobs().delete(&export::blob_name(&previous)).await;
         }
         tracing::info!(attempt = job.attempts, "export started");
+        self.metrics.attempt_started(&job);
+        let _running = self.metrics.export_running();
         self.run_attempt(message, job, lease.token, lease_from)
             .await
     }
@@ -686,7 +704,8 @@ impl Worker {
         let mut tries = 0;
         while tries < 5 {
             match self.jobs.transition(&job.id, &mut *current).await {
-                Ok(_) => {
+                Ok(stored) => {
+                    self.metrics.job_changed(&stored);
                     if let Some(m) = delete {
                         let _ = self.queue.delete(m).await;
                     }

@@ -146,6 +146,7 @@ async fn setup(fault: Fault) -> Setup {
         wake,
         worker: Some(worker.clone()),
         preview_slots: Default::default(),
+        metrics: Default::default(),
     };
     Setup {
         service,

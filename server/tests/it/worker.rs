@@ -222,6 +222,7 @@ impl Harness {
             wake,
             worker: Some(worker.clone()),
             preview_slots: Default::default(),
+            metrics: Default::default(),
         };
         Harness {
             service,
