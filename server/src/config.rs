@@ -848,15 +848,18 @@ impl Command {
                     )?,
                 }
             },
+            // Not through `parse`, which quotes the value it refuses: this one is a secret.
             metrics_token: raw("metrics_token")
-                .map(|v| {
-                    parse(v, |s| {
-                        if s.len() >= 16 && s.bytes().all(|b| b.is_ascii_graphic()) {
-                            Ok(Secret(s.to_string()))
-                        } else {
-                            Err("must be at least 16 visible ASCII characters".into())
-                        }
-                    })
+                .map(|(v, origin)| {
+                    let v = v.trim();
+                    if v.len() >= 16 && v.bytes().all(|b| b.is_ascii_graphic()) {
+                        Ok(Secret(v.to_string()))
+                    } else {
+                        Err(ConfigError::Invalid {
+                            origin: origin.to_string(),
+                            problem: "must be at least 16 visible ASCII characters".into(),
+                        })
+                    }
                 })
                 .transpose()?,
         };
@@ -1321,5 +1324,27 @@ mod tests {
             Command::parse(["--help".to_string()], |_| None).unwrap(),
             Command::Help
         ));
+    }
+
+    #[test]
+    fn the_metrics_token_is_optional_long_enough_and_never_printed() {
+        assert_eq!(parse_with(&[], &[]).unwrap().metrics_token, None);
+        let token = "scrape-token-0123456789";
+        let s = parse_with(&[], &[("EXPORTAL_METRICS_TOKEN", token)]).unwrap();
+        assert_eq!(s.metrics_token, Some(Secret(token.into())));
+        assert!(!format!("{s:?}").contains(token));
+        for bad in ["short-token", "sixteen chars but spaces"] {
+            let msg = parse_with(&["--metrics-token", bad], &[])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                msg.contains("--metrics-token") && msg.contains("at least 16 visible"),
+                "{msg}"
+            );
+            assert!(
+                !msg.contains(bad),
+                "a refused secret is not repeated: {msg}"
+            );
+        }
     }
 }

@@ -217,25 +217,23 @@ pub async fn start(settings: Settings, mut leptos: LeptosOptions) -> anyhow::Res
         csv_crlf: settings.csv_crlf,
     });
     let worker = (settings.role != Role::Web).then(|| {
-        Arc::new(
-            worker::Worker::new(
-                storage.queue.clone(),
-                storage.jobs.clone(),
-                export.clone(),
-                worker::WorkerConfig {
-                    concurrency: settings.worker_concurrency,
-                    visibility: settings.visibility_timeout,
-                    max_attempts: settings.max_attempts,
-                    retry_base: settings.retry_base,
-                    poll_max: settings.poll_max,
-                    retention: settings.retention,
-                    shutdown_grace: settings.shutdown_grace,
-                    ..worker::WorkerConfig::default()
-                },
-                wake.clone(),
-            )
-            .with_metrics(metrics.clone()),
-        )
+        Arc::new(worker::Worker::new(
+            storage.queue.clone(),
+            storage.jobs.clone(),
+            export.clone(),
+            worker::WorkerConfig {
+                concurrency: settings.worker_concurrency,
+                visibility: settings.visibility_timeout,
+                max_attempts: settings.max_attempts,
+                retry_base: settings.retry_base,
+                poll_max: settings.poll_max,
+                retention: settings.retention,
+                shutdown_grace: settings.shutdown_grace,
+                metrics: metrics.clone(),
+                ..worker::WorkerConfig::default()
+            },
+            wake.clone(),
+        ))
     });
     let service = (settings.role != Role::Worker).then(|| {
         Arc::new(service::Service {

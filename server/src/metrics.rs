@@ -450,3 +450,248 @@ impl Metrics {
 fn seconds_between(a: chrono::DateTime<chrono::Utc>, b: chrono::DateTime<chrono::Utc>) -> f64 {
     (b - a).to_std().map(|d| d.as_secs_f64()).unwrap_or(0.0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::queue::{QueueError, Received};
+    use app::jobs::{ExportFormat, FileFacts};
+    use async_trait::async_trait;
+    use chrono::{TimeZone, Utc};
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    fn job(status: JobStatus) -> Job {
+        let mut job = Job::queued(
+            "j1",
+            "alice",
+            "orders",
+            ExportFormat::Csv,
+            vec!["id".into()],
+        );
+        job.created_at = Utc.with_ymd_and_hms(2030, 1, 1, 0, 0, 0).unwrap();
+        job.status = status;
+        job
+    }
+
+    fn end(status: &'static str) -> EndLabels {
+        EndLabels {
+            dataset: "orders".into(),
+            format: "csv",
+            status,
+        }
+    }
+
+    fn orders_csv() -> JobLabels {
+        JobLabels {
+            dataset: "orders".into(),
+            format: "csv",
+        }
+    }
+
+    fn retries(m: &Metrics, trigger: &'static str) -> u64 {
+        m.jobs_retried
+            .get(&RetryLabels {
+                dataset: "orders".into(),
+                format: "csv",
+                trigger,
+            })
+            .map_or(0, |c| c.get())
+    }
+
+    #[test]
+    fn a_succeeded_job_counts_once_with_its_duration_rows_and_bytes() {
+        let m = Metrics::new();
+        let mut done = job(JobStatus::Succeeded);
+        done.started_at = Some(done.created_at + chrono::Duration::seconds(2));
+        done.finished_at = Some(done.created_at + chrono::Duration::seconds(5));
+        done.file = Some(FileFacts {
+            name: "orders.csv".into(),
+            bytes: 1234,
+            rows: 10,
+            sha256: String::new(),
+            content_type: "text/csv".into(),
+            expires_at: done.created_at,
+            blob: None,
+        });
+        m.job_changed(&done);
+        assert_eq!(m.jobs_finished.get(&end("succeeded")).unwrap().get(), 1);
+        let duration = m.export_duration.get(&end("succeeded")).unwrap();
+        assert_eq!((duration.count(), duration.sum()), (1, 3.0));
+        assert_eq!(m.rows.get(&orders_csv()).unwrap().get(), 10);
+        assert_eq!(m.bytes.get(&orders_csv()).unwrap().get(), 1234);
+    }
+
+    #[test]
+    fn a_job_cancelled_before_it_started_counts_without_a_duration() {
+        let m = Metrics::new();
+        let mut cancelled = job(JobStatus::Cancelled);
+        cancelled.finished_at = Some(cancelled.created_at);
+        m.job_changed(&cancelled);
+        assert_eq!(m.jobs_finished.get(&end("cancelled")).unwrap().get(), 1);
+        assert!(m.export_duration.get(&end("cancelled")).is_none());
+        assert!(m.rows.get(&orders_csv()).is_none());
+    }
+
+    #[test]
+    fn retrying_counts_as_a_retry_after_failure_and_active_states_count_nothing() {
+        let m = Metrics::new();
+        m.job_changed(&job(JobStatus::Retrying));
+        m.retried_by_user(&job(JobStatus::Queued));
+        for status in [JobStatus::Queued, JobStatus::Running] {
+            m.job_changed(&job(status));
+        }
+        assert_eq!(retries(&m, "failure"), 1);
+        assert_eq!(retries(&m, "user"), 1);
+        assert!(m.jobs_finished.is_empty());
+    }
+
+    #[test]
+    fn only_the_first_attempt_gives_a_start_delay() {
+        let m = Metrics::new();
+        let mut started = job(JobStatus::Running);
+        started.attempts = 1;
+        started.started_at = Some(started.created_at + chrono::Duration::milliseconds(1500));
+        m.attempt_started(&started);
+        started.attempts = 2;
+        m.attempt_started(&started);
+        assert_eq!((m.start_delay.count(), m.start_delay.sum()), (1, 1.5));
+    }
+
+    #[test]
+    fn the_running_gauge_is_released_when_the_guard_drops() {
+        let m = Metrics::new();
+        let a = m.export_running();
+        let b = m.export_running();
+        assert_eq!(m.exports_running.get(), 2);
+        drop(a);
+        drop(b);
+        assert_eq!(m.exports_running.get(), 0);
+    }
+
+    #[test]
+    fn methods_outside_the_standard_ones_share_one_label() {
+        use axum::http::Method;
+        assert_eq!(method_label(&Method::POST), "POST");
+        let made_up = Method::from_bytes(b"BREW").unwrap();
+        assert_eq!(method_label(&made_up), "other");
+    }
+
+    /// A queue whose depth reads fail on demand; nothing else of it is used here.
+    struct Depths {
+        fail: AtomicBool,
+    }
+
+    #[async_trait]
+    impl Queue for Depths {
+        async fn send(&self, _: &str, _: Duration) -> Result<(), QueueError> {
+            Err(QueueError::Unavailable("not used".into()))
+        }
+        async fn receive(&self, _: usize, _: Duration) -> Result<Vec<Received>, QueueError> {
+            Err(QueueError::Unavailable("not used".into()))
+        }
+        async fn extend(&self, _: &Received, _: Duration) -> Result<Received, QueueError> {
+            Err(QueueError::Unavailable("not used".into()))
+        }
+        async fn delete(&self, _: &Received) -> Result<(), QueueError> {
+            Err(QueueError::Unavailable("not used".into()))
+        }
+        async fn dead_letter(&self, _: &Received) -> Result<(), QueueError> {
+            Err(QueueError::Unavailable("not used".into()))
+        }
+        async fn poison_len(&self) -> Result<usize, QueueError> {
+            self.ping().await.map(|()| 2)
+        }
+        async fn depth(&self) -> Result<usize, QueueError> {
+            self.ping().await.map(|()| 7)
+        }
+        async fn remove_poisoned(&self, _: &str) -> Result<usize, QueueError> {
+            Err(QueueError::Unavailable("not used".into()))
+        }
+        async fn ping(&self) -> Result<(), QueueError> {
+            if self.fail.load(Ordering::SeqCst) {
+                Err(QueueError::Unavailable("injected".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_queue_that_fails_is_counted_and_the_scrape_still_answers() {
+        let queue = Arc::new(Depths {
+            fail: AtomicBool::new(false),
+        });
+        let m = Metrics::new().watch_queue(queue.clone());
+        let text = m.render().await;
+        assert!(text.contains("\nexportal_queue_depth 7\n"), "{text}");
+        assert!(text.contains("\nexportal_poison_queue_depth 2\n"), "{text}");
+
+        queue.fail.store(true, Ordering::SeqCst);
+        let cached = m.render().await;
+        assert_eq!(m.queue_sample_failures.get(), 0, "a fresh sample is reused");
+        assert!(cached.contains("\nexportal_queue_depth 7\n"));
+
+        tokio::time::sleep(QUEUE_SAMPLE_MAX_AGE).await;
+        let text = m.render().await;
+        assert_eq!(m.queue_sample_failures.get(), 1);
+        assert!(
+            text.contains("\nexportal_queue_depth 7\n")
+                && text.contains("\nexportal_queue_sample_failures_total 1\n"),
+            "the last depths stay, the failure is told: {text}"
+        );
+    }
+
+    #[test]
+    fn series_follow_the_prometheus_naming_rules() {
+        let m = Metrics::new();
+        let mut done = job(JobStatus::Succeeded);
+        done.started_at = Some(done.created_at);
+        done.finished_at = Some(done.created_at);
+        done.attempts = 1;
+        done.file = Some(FileFacts {
+            name: "orders.csv".into(),
+            bytes: 1,
+            rows: 1,
+            sha256: String::new(),
+            content_type: "text/csv".into(),
+            expires_at: done.created_at,
+            blob: None,
+        });
+        m.job_submitted(&done);
+        m.attempt_started(&done);
+        m.job_changed(&done);
+        m.retried_by_user(&done);
+        m.poisoned(PoisonReason::Unreadable);
+        m.http_request("/healthz", &axum::http::Method::GET, 200, Duration::ZERO);
+        // Families appear once they have a series; every one has one now.
+        let text = futures::executor::block_on(m.render());
+        let mut names = Vec::new();
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            let mut parts = line.split(' ').skip(2);
+            let (name, kind) = (parts.next().unwrap(), parts.next().unwrap());
+            assert!(name.starts_with("exportal_"), "{line}");
+            assert_eq!(name.ends_with("_total"), kind == "counter", "{line}");
+            names.push(name);
+        }
+        assert_eq!(
+            names,
+            [
+                "exportal_jobs_submitted_total",
+                "exportal_jobs_finished_total",
+                "exportal_jobs_retried_total",
+                "exportal_jobs_poisoned_total",
+                "exportal_export_duration_seconds",
+                "exportal_job_start_delay_seconds",
+                "exportal_export_rows_total",
+                "exportal_export_bytes_total",
+                "exportal_queue_depth",
+                "exportal_poison_queue_depth",
+                "exportal_queue_sample_failures_total",
+                "exportal_exports_running",
+                "exportal_ws_connections",
+                "exportal_http_requests_total",
+                "exportal_http_request_duration_seconds",
+            ]
+        );
+    }
+}

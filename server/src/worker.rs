@@ -67,6 +67,9 @@ pub struct WorkerConfig {
     pub progress_store: Duration,
     /// How often a running job's record is read to notice a cancel from another instance.
     pub cancel_poll: Duration,
+    /// Where job outcomes are counted: the process's (which `/metrics` reports), or by default
+    /// a registry of the worker's own.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Default for WorkerConfig {
@@ -85,6 +88,7 @@ impl Default for WorkerConfig {
             // Once a second: web instances that follow the store show progress at that pace.
             progress_store: Duration::from_secs(1),
             cancel_poll: Duration::from_secs(1),
+            metrics: Default::default(),
         }
     }
 }
@@ -124,8 +128,6 @@ pub struct Worker {
     running: Mutex<HashMap<(String, String), CancellationToken>>,
     /// Cancelled when the grace period of a shutdown is over: running exports are released.
     release: CancellationToken,
-    /// Where job outcomes are counted (a registry of its own unless [`Worker::with_metrics`]).
-    metrics: Arc<Metrics>,
 }
 
 /// The delay before attempt `attempt + 1`: exponential from `base`, capped, with equal jitter.
@@ -242,13 +244,7 @@ impl Worker {
             wake,
             running: Mutex::new(HashMap::new()),
             release: CancellationToken::new(),
-            metrics: Default::default(),
         }
-    }
-
-    /// Counts this worker's jobs in `metrics` (the process's, which `/metrics` reports).
-    pub fn with_metrics(self, metrics: Arc<Metrics>) -> Self {
-        Self { metrics, ..self }
     }
 
     fn blobs(&self) -> &Arc<dyn BlobStore> {
@@ -277,7 +273,7 @@ impl Worker {
             tracing::warn!(body = %message.body, "unreadable queue message: moving it to the poison queue");
             return match self.queue.dead_letter(&message).await {
                 Ok(()) => {
-                    self.metrics.poisoned(PoisonReason::Unreadable);
+                    self.config.metrics.poisoned(PoisonReason::Unreadable);
                     Outcome::Poisoned
                 }
                 Err(_) => Outcome::Released,
@@ -325,7 +321,7 @@ impl Worker {
                 .await
             {
                 Ok(job) => {
-                    self.metrics.job_changed(&job);
+                    self.config.metrics.job_changed(&job);
                     let _ = self.queue.delete(&message).await;
                     Outcome::Cancelled
                 }
@@ -355,9 +351,11 @@ impl Worker {
             {
                 Ok(job) => {
                     tracing::warn!("attempts used up: the job failed and its message is poisoned");
-                    self.metrics.job_changed(&job);
+                    self.config.metrics.job_changed(&job);
                     if self.queue.dead_letter(&message).await.is_ok() {
-                        self.metrics.poisoned(PoisonReason::AttemptsExhausted);
+                        self.config
+                            .metrics
+                            .poisoned(PoisonReason::AttemptsExhausted);
                     }
                     Outcome::Poisoned
                 }
@@ -391,8 +389,8 @@ impl Worker {
             let _ = self.blobs().delete(&export::blob_name(&previous)).await;
         }
         tracing::info!(attempt = job.attempts, "export started");
-        self.metrics.attempt_started(&job);
-        let _running = self.metrics.export_running();
+        self.config.metrics.attempt_started(&job);
+        let _running = self.config.metrics.export_running();
         self.run_attempt(message, job, lease.token, lease_from)
             .await
     }
@@ -705,7 +703,7 @@ impl Worker {
         while tries < 5 {
             match self.jobs.transition(&job.id, &mut *current).await {
                 Ok(stored) => {
-                    self.metrics.job_changed(&stored);
+                    self.config.metrics.job_changed(&stored);
                     if let Some(m) = delete {
                         let _ = self.queue.delete(m).await;
                     }
