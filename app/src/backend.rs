@@ -20,6 +20,20 @@ mod ssr {
     #[derive(Debug, Clone, PartialEq, Eq)]
     pub struct Identity(pub String);
 
+    /// The caller's network address as the server trusts it (for the audit trail).
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    pub struct Address(pub String);
+
+    /// The caller's address, when the server knows it.
+    pub fn current_address() -> Option<String> {
+        leptos::prelude::use_context::<http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<Address>().map(|a| a.0.clone()))
+    }
+
+    /// Put beside the [`Identity`] of a caller who is an admin (`EXPORTAL_ADMINS`).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub struct Admin;
+
     /// What the server offers the page. Futures are `'static` so that implementations hand
     /// them owned data (the service is shared behind an `Arc`).
     pub trait Backend: Send + Sync + 'static {
@@ -33,11 +47,22 @@ mod ssr {
         fn submit(
             &self,
             user: String,
+            address: Option<String>,
             request: ExportRequest,
         ) -> BoxFuture<'static, Result<Job, ApiError>>;
         fn list(&self, user: String) -> BoxFuture<'static, Result<Vec<Job>, ApiError>>;
-        fn cancel(&self, user: String, id: String) -> BoxFuture<'static, Result<Job, ApiError>>;
-        fn retry(&self, user: String, id: String) -> BoxFuture<'static, Result<Job, ApiError>>;
+        fn cancel(
+            &self,
+            user: String,
+            address: Option<String>,
+            id: String,
+        ) -> BoxFuture<'static, Result<Job, ApiError>>;
+        fn retry(
+            &self,
+            user: String,
+            address: Option<String>,
+            id: String,
+        ) -> BoxFuture<'static, Result<Job, ApiError>>;
     }
 
     /// The backend handle the server puts into each request's context.

@@ -21,7 +21,10 @@ pub async fn preview_export(request: ExportRequest) -> Result<Preview, ApiError>
 #[server(prefix = "/api/fn", endpoint = "submit", input = leptos::server_fn::codec::Json)]
 pub async fn submit_export(request: ExportRequest) -> Result<Job, ApiError> {
     let user = crate::backend::current_user()?;
-    crate::backend::use_backend()?.submit(user, request).await
+    let address = crate::backend::current_address();
+    crate::backend::use_backend()?
+        .submit(user, address, request)
+        .await
 }
 
 #[server(prefix = "/api/fn", endpoint = "exports")]
@@ -33,11 +36,17 @@ pub async fn list_exports() -> Result<Vec<Job>, ApiError> {
 #[server(prefix = "/api/fn", endpoint = "cancel")]
 pub async fn cancel_export(id: String) -> Result<Job, ApiError> {
     let user = crate::backend::current_user()?;
-    crate::backend::use_backend()?.cancel(user, id).await
+    let address = crate::backend::current_address();
+    crate::backend::use_backend()?
+        .cancel(user, address, id)
+        .await
 }
 
 #[server(prefix = "/api/fn", endpoint = "retry")]
 pub async fn retry_export(id: String) -> Result<Job, ApiError> {
     let user = crate::backend::current_user()?;
-    crate::backend::use_backend()?.retry(user, id).await
+    let address = crate::backend::current_address();
+    crate::backend::use_backend()?
+        .retry(user, address, id)
+        .await
 }

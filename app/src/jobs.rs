@@ -441,6 +441,12 @@ pub struct Job {
     /// left by a worker that died or lost contact, and may be taken over.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_expires_at: Option<DateTime<Utc>>,
+    /// The worker instance running the current or last attempt (for operators).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// When the running attempt last proved it is alive (its start or last lease renewal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub heartbeat_at: Option<DateTime<Utc>>,
     /// Names the one queue message that may start this job: set at submit and renewed by a
     /// retry, so a message left over from before a cancel is a no-op.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -480,6 +486,8 @@ impl Job {
             cancel_requested: false,
             lease: None,
             lease_expires_at: None,
+            worker: None,
+            heartbeat_at: None,
             ticket: None,
             revision: 0,
         }
@@ -491,6 +499,8 @@ impl Job {
 pub struct Lease {
     pub token: String,
     pub expires_at: DateTime<Utc>,
+    /// The worker instance that holds it.
+    pub holder: String,
 }
 
 /// A change the job's state does not allow; the record is left as it was.
@@ -575,17 +585,21 @@ impl Job {
         self.progress.bytes = 0;
         self.lease = Some(lease.token.clone());
         self.lease_expires_at = Some(lease.expires_at);
+        self.worker = Some(lease.holder.clone());
+        self.heartbeat_at = Some(now);
         Ok(())
     }
 
-    /// Extends the attempt's lease (its heartbeat).
+    /// Extends the attempt's lease (its heartbeat, at `now`).
     pub fn renew_lease(
         &mut self,
         token: &str,
         expires_at: DateTime<Utc>,
+        now: DateTime<Utc>,
     ) -> Result<(), TransitionError> {
         self.held_by(token)?;
         self.lease_expires_at = Some(expires_at);
+        self.heartbeat_at = Some(now);
         Ok(())
     }
 
@@ -792,6 +806,7 @@ mod tests {
         Lease {
             token: token.into(),
             expires_at: at(until),
+            holder: "w1".into(),
         }
     }
 
@@ -897,7 +912,7 @@ mod tests {
             Err(TransitionError::NotHolder)
         );
         assert_eq!(
-            stale.renew_lease("a", at(90)),
+            stale.renew_lease("a", at(90), at(40)),
             Err(TransitionError::NotHolder)
         );
         assert_eq!(
@@ -951,8 +966,12 @@ mod tests {
     fn the_holder_records_progress_renews_and_succeeds() {
         let mut j = running("a");
         j.record_progress("a", 7, 70).unwrap();
-        j.renew_lease("a", at(45)).unwrap();
+        j.renew_lease("a", at(45), at(15)).unwrap();
         assert_eq!((j.progress.rows, j.lease_expires_at), (7, Some(at(45))));
+        assert_eq!(
+            (j.worker.as_deref(), j.heartbeat_at),
+            (Some("w1"), Some(at(15)))
+        );
         j.succeed("a", file(), at(50)).unwrap();
         assert_eq!(j.status, JobStatus::Succeeded);
         assert_eq!((j.progress.rows, j.progress.bytes), (2, 10));

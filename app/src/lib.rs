@@ -5,6 +5,7 @@
 //! page over in the browser. Everything both sides must agree on (errors, messages on the
 //! WebSocket, server-function signatures) lives here so that it cannot drift apart.
 
+pub mod admin;
 pub mod backend;
 pub mod catalog;
 mod components;

@@ -261,6 +261,38 @@ pub const SETTINGS: &[SettingSpec] = &[
         help: "Identities the rate limiter tracks at once (bounded memory); beyond it, new identities share one bucket.",
     },
     SettingSpec {
+        key: "admins",
+        env: "EXPORTAL_ADMINS",
+        default: "(none)",
+        help: "Comma-separated identities that may use the admin page (/admin) and the admin API. For everyone \
+               else the admin routes do not exist (404).",
+    },
+    SettingSpec {
+        key: "admin_group_header",
+        env: "EXPORTAL_ADMIN_GROUP_HEADER",
+        default: "(none)",
+        help: "Header mode only: a header in which the proxy lists the user's groups (comma-separated); a user \
+               in the group EXPORTAL_ADMIN_GROUP is an admin too.",
+    },
+    SettingSpec {
+        key: "admin_group",
+        env: "EXPORTAL_ADMIN_GROUP",
+        default: "(none)",
+        help: "The group, in EXPORTAL_ADMIN_GROUP_HEADER, whose members are admins.",
+    },
+    SettingSpec {
+        key: "audit_retention",
+        env: "EXPORTAL_AUDIT_RETENTION",
+        default: "365d",
+        help: "How long audit entries (submit, cancel, retry, download, admin actions) are kept.",
+    },
+    SettingSpec {
+        key: "instance",
+        env: "EXPORTAL_INSTANCE",
+        default: "(host name and process id)",
+        help: "This process's name on the jobs it runs, shown to admins next to each running job.",
+    },
+    SettingSpec {
         key: "csv_line_ending",
         env: "EXPORTAL_CSV_LINE_ENDING",
         default: "crlf",
@@ -325,6 +357,9 @@ pub struct Settings {
     pub retention: Duration,
     pub download_ttl: Duration,
     pub csv_crlf: bool,
+    pub admins: Admins,
+    pub audit_retention: Duration,
+    pub instance: String,
     pub storage: Storage,
     pub edge: Edge,
     /// The bearer token `/metrics` requires, if any.
@@ -464,6 +499,25 @@ impl Storage {
             Storage::Azure(_) => "azure",
         }
     }
+}
+
+/// Who may use the admin routes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Admins {
+    pub users: Vec<String>,
+    /// Header mode: (lower-case header name, group) — a user listed in that group is an admin.
+    pub group: Option<(String, String)>,
+}
+
+/// The name a process gives itself on the jobs it runs: `<host>:<pid>`.
+pub fn default_instance() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "exportal".into());
+    format!("{host}:{}", std::process::id())
 }
 
 /// How callers are identified.
@@ -773,6 +827,63 @@ impl Command {
                 "lf" => Ok(false),
                 _ => Err("expected crlf or lf".into()),
             })?,
+            admins: {
+                let users = match raw("admins") {
+                    None => Vec::new(),
+                    Some(v) => parse(v, |s| {
+                        comma_list(s, |u| {
+                            if u.len() <= 256 && u.chars().all(|c| !c.is_control()) {
+                                Ok(u.to_string())
+                            } else {
+                                Err(format!("`{u}` is not a user name"))
+                            }
+                        })
+                    })?,
+                };
+                let header = raw("admin_group_header")
+                    .map(|v| {
+                        parse(v, |h| {
+                            axum::http::HeaderName::from_bytes(h.as_bytes())
+                                .map(|n| n.as_str().to_string())
+                                .map_err(|_| "not a valid HTTP header name".into())
+                        })
+                    })
+                    .transpose()?;
+                let group = raw("admin_group").map(|(v, _)| v.trim().to_string());
+                let group = match (header, group) {
+                    (None, None) => None,
+                    (Some(h), Some(g)) if !g.is_empty() && !g.contains(',') => {
+                        if raw("auth").is_none_or(|(a, _)| a.trim() != "header") {
+                            return Err(ConfigError::Invalid {
+                                origin: "EXPORTAL_ADMIN_GROUP_HEADER".into(),
+                                problem: "admin groups come from the proxy: it needs EXPORTAL_AUTH=header".into(),
+                            });
+                        }
+                        Some((h, g))
+                    }
+                    _ => {
+                        return Err(ConfigError::Invalid {
+                            origin: "EXPORTAL_ADMIN_GROUP_HEADER / EXPORTAL_ADMIN_GROUP".into(),
+                            problem: "set both, the group being one name without commas".into(),
+                        })
+                    }
+                };
+                Admins { users, group }
+            },
+            audit_retention: parse(
+                or_default(raw("audit_retention"), "365d"),
+                duration_within(DAY, 3650 * DAY),
+            )?,
+            instance: match raw("instance") {
+                None => default_instance(),
+                Some(v) => parse(v, |s| {
+                    if !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()) {
+                        Ok(s.to_string())
+                    } else {
+                        Err("use 1 to 128 visible ASCII characters".into())
+                    }
+                })?,
+            },
             storage: {
                 let name = |key: &'static str, default: &str| {
                     parse(or_default(raw(key), default), |v| {

@@ -33,6 +33,18 @@ CREATE TABLE IF NOT EXISTS queue_messages (
   inserted_at INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS queue_messages_visible ON queue_messages (queue, visible_at, id);
+
+CREATE TABLE IF NOT EXISTS audit (
+  id TEXT PRIMARY KEY,
+  at TEXT NOT NULL,
+  actor TEXT NOT NULL,
+  action TEXT NOT NULL,
+  job TEXT NOT NULL,
+  dataset TEXT NOT NULL,
+  entry TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
+CREATE INDEX IF NOT EXISTS audit_job ON audit (job, id);
 "#;
 
 /// Opens (creating if needed) the embedded database at `path`.

@@ -12,9 +12,9 @@
 //! address (`EXPORTAL_TRUSTED_PROXIES`); `X-Forwarded-Proto` is believed only from a trusted
 //! peer when peers are configured.
 
-use crate::config::{Auth, Edge, IpRange, Secret};
+use crate::config::{Admins, Auth, Edge, IpRange, Secret};
 use crate::error::api_error_response;
-use app::backend::Identity;
+use app::backend::{Address, Admin, Identity};
 use app::error::{ApiError, ErrorCode};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::header::{COOKIE, SET_COOKIE};
@@ -50,6 +50,7 @@ pub struct Identifier {
     /// per peer address, on the same terms. A browser keeps its cookie after its first page
     /// view and is never charged.
     cookieless: crate::http::limits::RateLimiter,
+    admins: Admins,
 }
 
 /// Why header mode refused a request (said to the caller: it names no secret).
@@ -92,7 +93,57 @@ impl Identifier {
                 edge.rate_burst,
                 edge.rate_identities,
             ),
+            admins: Admins::default(),
         })
+    }
+
+    /// The caller's address: the peer's, or, when the peer is a configured trusted proxy, the
+    /// nearest address in `X-Forwarded-For` that is not one of the trusted proxies (the
+    /// entries further left were written by the client and prove nothing).
+    pub fn client_address(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> Option<IpAddr> {
+        let peer = peer?;
+        if self.trusted.is_empty() || !self.peer_trusted(Some(peer)) {
+            return Some(peer);
+        }
+        let forwarded: Vec<IpAddr> = headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .take(64)
+            .map(|a| a.trim().parse::<IpAddr>().ok())
+            .collect::<Option<Vec<_>>>()
+            .unwrap_or_default();
+        Some(
+            forwarded
+                .into_iter()
+                .rev()
+                .find(|ip| !self.trusted.iter().any(|r| r.contains(*ip)))
+                .unwrap_or(peer),
+        )
+    }
+
+    /// Who, besides ordinary use, may use the admin routes.
+    pub fn with_admins(mut self, admins: Admins) -> Self {
+        self.admins = admins;
+        self
+    }
+
+    /// Whether `user`, whose request carries `headers`, is an admin: named in the list, or (in
+    /// header mode) listed by the proxy in the admin group.
+    pub fn is_admin(&self, user: &str, headers: &HeaderMap) -> bool {
+        if self.admins.users.iter().any(|u| u == user) {
+            return true;
+        }
+        let Some((header, group)) = &self.admins.group else {
+            return false;
+        };
+        headers
+            .get_all(header.as_str())
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|g| g.trim() == group)
     }
 
     fn mac(&self) -> Hmac<Sha256> {
@@ -285,6 +336,9 @@ pub async fn identify(
     }
     // The secret is for us alone: nothing after this point sees it.
     req.headers_mut().remove(PROXY_SECRET_HEADER);
+    if let Some(address) = identifier.client_address(req.headers(), peer) {
+        req.extensions_mut().insert(Address(address.to_string()));
+    }
     match &identifier.auth {
         Auth::Header(name) => {
             if !identifier.peer_trusted(peer) {
@@ -296,6 +350,9 @@ pub async fn identify(
             }
             match header_identity(req.headers(), name) {
                 Ok(user) => {
+                    if identifier.is_admin(&user, req.headers()) {
+                        req.extensions_mut().insert(Admin);
+                    }
                     req.extensions_mut().insert(Identity(user));
                     next.run(req).await
                 }
@@ -318,6 +375,9 @@ pub async fn identify(
                 Some((id, legacy)) => (id, legacy && https, legacy && https),
                 None => (uuid::Uuid::new_v4().simple().to_string(), true, false),
             };
+            if identifier.is_admin(&id, req.headers()) {
+                req.extensions_mut().insert(Admin);
+            }
             req.extensions_mut().insert(Identity(id.clone()));
             let mut res = next.run(req).await;
             if set {

@@ -4,6 +4,8 @@
 //! `main.rs` only parses the command line; [`start`] is the whole process, so tests spawn the
 //! real thing on port 0 with a fresh data directory.
 
+pub mod admin;
+pub mod audit;
 pub mod azure;
 pub mod blobs;
 pub mod catalog;
@@ -68,6 +70,9 @@ impl Running {
 /// The storage the process works on.
 struct Storage {
     jobs: jobs::Jobs,
+    audit: Arc<dyn audit::AuditLog>,
+    /// Whether the queue's counts are estimates.
+    approximate: bool,
     queue: Arc<dyn Queue>,
     blobs: Arc<dyn BlobStore>,
     readiness: Vec<ReadyCheck>,
@@ -110,6 +115,7 @@ async fn local_storage(settings: &Settings, hub: live::Hub) -> anyhow::Result<St
         .await
         .with_context(|| format!("cannot open the embedded database {}", db.display()))?;
     let store: Arc<dyn jobs::JobStore> = Arc::new(jobs::local::LocalJobStore::new(pool.clone()));
+    let audit: Arc<dyn audit::AuditLog> = Arc::new(audit::local::LocalAuditLog::new(pool.clone()));
     let queue: Arc<dyn Queue> = Arc::new(queue::local::LocalQueue::new(pool));
     let blobs: Arc<dyn BlobStore> = Arc::new(
         blobs::local::LocalBlobStore::open(&settings.data_dir.join("files"))
@@ -119,6 +125,8 @@ async fn local_storage(settings: &Settings, hub: live::Hub) -> anyhow::Result<St
     let readiness = readiness(store.clone(), queue.clone(), blobs.clone());
     Ok(Storage {
         jobs: jobs::Jobs::new(store, hub),
+        audit,
+        approximate: false,
         queue,
         blobs,
         readiness,
@@ -132,6 +140,7 @@ async fn azure_storage(settings: &azure::AzureSettings, hub: live::Hub) -> anyho
     tracing::info!(storage = %clients.description, "using Azure Storage");
     let queue = queue::azure::AzureQueue::new(clients.queue, clients.poison);
     let blobs = blobs::azure::AzureBlobStore::new(clients.files, clients.links);
+    let audit: Arc<dyn audit::AuditLog> = Arc::new(audit::azure::AzureAuditLog::new(clients.audit));
     let store = jobs::azure::AzureJobStore::new(clients.jobs);
     queue
         .ensure()
@@ -155,6 +164,8 @@ async fn azure_storage(settings: &azure::AzureSettings, hub: live::Hub) -> anyho
     let readiness = readiness(store.clone(), queue.clone(), blobs.clone());
     Ok(Storage {
         jobs: jobs::Jobs::new(store, hub),
+        audit,
+        approximate: true,
         queue,
         blobs,
         readiness,
@@ -229,6 +240,7 @@ pub async fn start(settings: Settings, mut leptos: LeptosOptions) -> anyhow::Res
                 poll_max: settings.poll_max,
                 retention: settings.retention,
                 shutdown_grace: settings.shutdown_grace,
+                instance: settings.instance.clone(),
                 metrics: metrics.clone(),
                 ..worker::WorkerConfig::default()
             },
@@ -249,15 +261,25 @@ pub async fn start(settings: Settings, mut leptos: LeptosOptions) -> anyhow::Res
             wake: wake.clone(),
             worker: worker.clone(),
             preview_slots: Default::default(),
+            audit: storage.audit.clone(),
+            queue_is_approximate: storage.approximate,
             metrics: metrics.clone(),
         })
     });
-    let identifier = Arc::new(identity::Identifier::new(
-        settings.auth.clone(),
-        settings.cookie_secret.as_ref(),
-        &settings.data_dir,
-        &settings.edge,
-    )?);
+    tokio::spawn(prune_audit(
+        storage.audit.clone(),
+        settings.audit_retention,
+        shutdown.clone(),
+    ));
+    let identifier = Arc::new(
+        identity::Identifier::new(
+            settings.auth.clone(),
+            settings.cookie_secret.as_ref(),
+            &settings.data_dir,
+            &settings.edge,
+        )?
+        .with_admins(settings.admins.clone()),
+    );
     let rate = http::limits::RateLimiter::new(
         settings.edge.rate_per_minute,
         settings.edge.rate_burst,
@@ -313,6 +335,29 @@ pub async fn start(settings: Settings, mut leptos: LeptosOptions) -> anyhow::Res
         shutdown,
         task,
     })
+}
+
+/// Deletes audit entries past their retention, at start and then hourly. Every instance does
+/// it: deleting what another instance already deleted costs a listing and nothing else.
+async fn prune_audit(
+    audit: Arc<dyn audit::AuditLog>,
+    retention: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let before = chrono::Utc::now()
+            - chrono::TimeDelta::from_std(retention).unwrap_or(chrono::TimeDelta::MAX);
+        match audit.prune(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "audit entries past their retention removed"),
+            Err(e) => tracing::warn!("audit retention: {e}"),
+        }
+    }
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

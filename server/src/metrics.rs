@@ -59,8 +59,7 @@ struct EndLabels {
 struct RetryLabels {
     dataset: String,
     format: &'static str,
-    /// `failure`: an attempt failed and the worker will try again; `user`: the owner asked
-    /// for a failed or cancelled export to run again.
+    /// See [`RetryTrigger`].
     trigger: &'static str,
 }
 
@@ -80,6 +79,27 @@ struct RequestLabels {
 struct LatencyLabels {
     route: String,
     method: &'static str,
+}
+
+/// Who sent a job back to the queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetryTrigger {
+    /// An attempt failed and another follows after a back-off.
+    Failure,
+    /// The owner asked for a failed or cancelled export to run again.
+    User,
+    /// An admin redrove it.
+    Redrive,
+}
+
+impl RetryTrigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            RetryTrigger::Failure => "failure",
+            RetryTrigger::User => "user",
+            RetryTrigger::Redrive => "redrive",
+        }
+    }
 }
 
 /// Why a message went to the poison queue.
@@ -219,8 +239,8 @@ impl Metrics {
         );
         r.register(
             "jobs_retried",
-            "Export jobs run again: trigger=failure after a failed attempt (with a back-off), \
-             trigger=user when the owner asked",
+            "Export jobs sent back to the queue: trigger=failure after a failed attempt (with a \
+             back-off), trigger=user when the owner asked, trigger=redrive when an admin did",
             m.jobs_retried.clone(),
         );
         r.register(
@@ -321,7 +341,7 @@ impl Metrics {
         let status = match job.status {
             JobStatus::Succeeded | JobStatus::Failed | JobStatus::Cancelled => job.status,
             JobStatus::Retrying => {
-                self.retried(job, "failure");
+                self.retried(job, RetryTrigger::Failure);
                 return;
             }
             _ => return,
@@ -345,16 +365,12 @@ impl Metrics {
         }
     }
 
-    /// The owner asked for `job` to run again.
-    pub fn retried_by_user(&self, job: &Job) {
-        self.retried(job, "user");
-    }
-
-    fn retried(&self, job: &Job, trigger: &'static str) {
+    /// `job` was sent back to the queue by `trigger`.
+    pub fn retried(&self, job: &Job, trigger: RetryTrigger) {
         let labels = RetryLabels {
             dataset: job.dataset.clone(),
             format: job.format.as_str(),
-            trigger,
+            trigger: trigger.as_str(),
         };
         self.jobs_retried.get_or_create(&labels).inc();
     }
@@ -536,7 +552,7 @@ mod tests {
     fn retrying_counts_as_a_retry_after_failure_and_active_states_count_nothing() {
         let m = Metrics::new();
         m.job_changed(&job(JobStatus::Retrying));
-        m.retried_by_user(&job(JobStatus::Queued));
+        m.retried(&job(JobStatus::Queued), RetryTrigger::User);
         for status in [JobStatus::Queued, JobStatus::Running] {
             m.job_changed(&job(status));
         }
@@ -660,7 +676,7 @@ mod tests {
         m.job_submitted(&done);
         m.attempt_started(&done);
         m.job_changed(&done);
-        m.retried_by_user(&done);
+        m.retried(&done, RetryTrigger::Redrive);
         m.poisoned(PoisonReason::Unreadable);
         m.http_request("/healthz", &axum::http::Method::GET, 200, Duration::ZERO);
         // Families appear once they have a series; every one has one now.

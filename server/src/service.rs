@@ -1,6 +1,7 @@
 //! The one service layer behind both the REST API and the page's server functions: every
 //! check (ownership, limits, validation) is made here, once.
 
+use crate::audit::AuditLog;
 use crate::blobs::{BlobError, BlobMeta, BlobStore, Download};
 use crate::catalog::{Catalog, FieldError};
 use crate::export;
@@ -8,6 +9,7 @@ use crate::jobs::{ChangeError, Jobs, StoreError};
 use crate::queue::{JobMessage, Queue};
 use crate::source::{Param, Value};
 use crate::worker::Worker;
+use app::admin::{AuditAction, AuditEntry};
 use app::catalog::DatasetInfo;
 use app::error::{ApiError, ErrorCode};
 use app::jobs::{
@@ -56,6 +58,9 @@ pub struct Service {
     /// Per source, the connections previews and counts may take (see
     /// [`PREVIEW_QUERIES_PER_SOURCE`]).
     pub preview_slots: std::sync::Mutex<HashMap<String, Arc<Semaphore>>>,
+    pub audit: Arc<dyn AuditLog>,
+    /// Whether the queue's counts are estimates (Azure).
+    pub queue_is_approximate: bool,
     /// Where submits, cancels and retries are counted.
     pub metrics: Arc<crate::metrics::Metrics>,
 }
@@ -278,6 +283,7 @@ impl Service {
         user: &str,
         req: ExportRequest,
         idempotency_key: Option<&str>,
+        address: Option<&str>,
     ) -> Result<(Job, bool), ApiError> {
         if let Some(key) = idempotency_key {
             if key.is_empty() || key.len() > 200 || !key.bytes().all(|b| b.is_ascii_graphic()) {
@@ -323,8 +329,44 @@ impl Service {
         if created {
             self.metrics.job_submitted(&job);
             self.enqueue(&job).await?;
+            self.record(AuditAction::Submit, user, address, &job).await;
         }
         Ok((job, created))
+    }
+
+    /// The audit entry of `action` by `actor` on `job`.
+    pub fn audit_entry(
+        action: AuditAction,
+        actor: &str,
+        address: Option<&str>,
+        job: &Job,
+    ) -> AuditEntry {
+        AuditEntry {
+            id: crate::audit::new_id(),
+            at: Utc::now(),
+            actor: actor.to_string(),
+            action,
+            job: job.id.clone(),
+            owner: job.owner.clone(),
+            dataset: job.dataset.clone(),
+            format: job.format,
+            parameters: serde_json::json!({
+                "params": job.params,
+                "columns": job.columns,
+                "gzip": job.gzip,
+                "options": job.options,
+            }),
+            address: address.map(str::to_string),
+        }
+    }
+
+    /// Records an action that has happened; a failure is logged and the action stands (see
+    /// the `audit` module's policy).
+    pub async fn record(&self, action: AuditAction, actor: &str, address: Option<&str>, job: &Job) {
+        let entry = Self::audit_entry(action, actor, address, job);
+        if let Err(e) = self.audit.append(&entry).await {
+            tracing::error!(job = %job.id, action = action.as_str(), "not recorded in the audit trail: {e}");
+        }
     }
 
     /// Refuses a new run early when the user already has the most active exports allowed.
@@ -403,8 +445,20 @@ impl Service {
         }
     }
 
-    pub async fn cancel(&self, user: &str, id: &str) -> Result<Job, ApiError> {
+    pub async fn cancel(
+        &self,
+        user: &str,
+        id: &str,
+        address: Option<&str>,
+    ) -> Result<Job, ApiError> {
         self.get(user, id).await?;
+        let job = self.cancel_job(id).await?;
+        self.record(AuditAction::Cancel, user, address, &job).await;
+        Ok(job)
+    }
+
+    /// Cancels the job whoever owns it (the caller has checked who may).
+    pub(crate) async fn cancel_job(&self, id: &str) -> Result<Job, ApiError> {
         let job = match self
             .jobs
             .transition(id, |j| j.request_cancel(Utc::now()))
@@ -436,29 +490,52 @@ impl Service {
 
     /// Runs a failed or cancelled export again, as the same job, under a new ticket: a
     /// message still on the queue from before its cancel can no longer start it.
-    pub async fn retry(&self, user: &str, id: &str) -> Result<Job, ApiError> {
+    pub async fn retry(
+        &self,
+        user: &str,
+        id: &str,
+        address: Option<&str>,
+    ) -> Result<Job, ApiError> {
         self.get(user, id).await?;
+        let job = self.retry_job(id).await?;
+        self.metrics
+            .retried(&job, crate::metrics::RetryTrigger::User);
+        self.record(AuditAction::Retry, user, address, &job).await;
+        Ok(job)
+    }
+
+    /// Runs a failed or cancelled job again whoever owns it (the caller has checked who may).
+    pub(crate) async fn retry_job(&self, id: &str) -> Result<Job, ApiError> {
+        self.retry_within(id, self.limits.max_active_jobs).await
+    }
+
+    /// Like `retry_job`, whatever the owner's limit of active jobs (an operator's redrive).
+    pub(crate) async fn retry_job_unlimited(&self, id: &str) -> Result<Job, ApiError> {
+        self.retry_within(id, usize::MAX).await
+    }
+
+    async fn retry_within(&self, id: &str, max_active: usize) -> Result<Job, ApiError> {
         let refused = || {
             ApiError::new(
                 ErrorCode::Conflict,
                 "Only failed or cancelled exports can be retried.",
             )
         };
-        let job = match self
-            .jobs
-            .retry(id, &new_ticket(), self.limits.max_active_jobs)
-            .await
-        {
+        let job = match self.jobs.retry(id, &new_ticket(), max_active).await {
             Ok(job) => job,
             Err(ChangeError::Refused { .. }) => return Err(refused()),
             Err(ChangeError::Store(e)) => return Err(self.limit_error(e)),
         };
-        self.metrics.retried_by_user(&job);
         self.enqueue(&job).await?;
         Ok(job)
     }
 
-    pub async fn download(&self, user: &str, id: &str) -> Result<(Download, BlobMeta), ApiError> {
+    pub async fn download(
+        &self,
+        user: &str,
+        id: &str,
+        address: Option<&str>,
+    ) -> Result<(Download, BlobMeta), ApiError> {
         let job = self.get(user, id).await?;
         let file = match (&job.status, &job.file) {
             (JobStatus::Succeeded, Some(file)) => file.clone(),
@@ -482,6 +559,15 @@ impl Service {
             content_type: file.content_type.clone(),
             filename: file.name.clone(),
         };
+        // No file leaves unrecorded: the entry is written before the link or stream exists.
+        let entry = Self::audit_entry(AuditAction::Download, user, address, &job);
+        if let Err(e) = self.audit.append(&entry).await {
+            tracing::error!(job = %job.id, "download refused: cannot record it: {e}");
+            return Err(ApiError::new(
+                ErrorCode::Unavailable,
+                "Downloads are unavailable right now; try again in a moment.",
+            ));
+        }
         match self
             .blobs
             .download(&export::blob_name(&job), &meta, self.limits.download_ttl)

@@ -92,12 +92,13 @@ impl Backend for Inner {
     fn submit(
         &self,
         user: String,
+        address: Option<String>,
         request: ExportRequest,
     ) -> BoxFuture<'static, Result<Job, ApiError>> {
         let service = self.rate_limited(&user).and_then(|()| self.service());
         async move {
             service?
-                .submit(&user, request, None)
+                .submit(&user, request, None, address.as_deref())
                 .await
                 .map(|(job, _)| job)
         }
@@ -109,13 +110,50 @@ impl Backend for Inner {
         async move { service?.list(&user).await }.boxed()
     }
 
-    fn cancel(&self, user: String, id: String) -> BoxFuture<'static, Result<Job, ApiError>> {
+    fn cancel(
+        &self,
+        user: String,
+        address: Option<String>,
+        id: String,
+    ) -> BoxFuture<'static, Result<Job, ApiError>> {
         let service = self.service();
-        async move { service?.cancel(&user, &id).await }.boxed()
+        async move { service?.cancel(&user, &id, address.as_deref()).await }.boxed()
     }
 
-    fn retry(&self, user: String, id: String) -> BoxFuture<'static, Result<Job, ApiError>> {
+    fn retry(
+        &self,
+        user: String,
+        address: Option<String>,
+        id: String,
+    ) -> BoxFuture<'static, Result<Job, ApiError>> {
         let service = self.service();
-        async move { service?.retry(&user, &id).await }.boxed()
+        async move { service?.retry(&user, &id, address.as_deref()).await }.boxed()
+    }
+}
+
+impl app::admin::AdminBackend for Inner {
+    fn overview(&self) -> BoxFuture<'static, Result<app::admin::Overview, ApiError>> {
+        let service = self.service();
+        async move { service?.overview().await }.boxed()
+    }
+
+    fn cancel(
+        &self,
+        admin: String,
+        address: Option<String>,
+        id: String,
+    ) -> BoxFuture<'static, Result<Job, ApiError>> {
+        let service = self.service();
+        async move { service?.admin_cancel(&admin, &id, address.as_deref()).await }.boxed()
+    }
+
+    fn redrive(
+        &self,
+        admin: String,
+        address: Option<String>,
+        id: String,
+    ) -> BoxFuture<'static, Result<Job, ApiError>> {
+        let service = self.service();
+        async move { service?.redrive(&admin, &id, address.as_deref()).await }.boxed()
     }
 }

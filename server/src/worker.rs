@@ -67,6 +67,8 @@ pub struct WorkerConfig {
     pub progress_store: Duration,
     /// How often a running job's record is read to notice a cancel from another instance.
     pub cancel_poll: Duration,
+    /// This worker's name on the job records it runs (shown to operators).
+    pub instance: String,
     /// Where job outcomes are counted: the process's (which `/metrics` reports), or by default
     /// a registry of the worker's own.
     pub metrics: Arc<Metrics>,
@@ -88,6 +90,7 @@ impl Default for WorkerConfig {
             // Once a second: web instances that follow the store show progress at that pace.
             progress_store: Duration::from_secs(1),
             cancel_poll: Duration::from_secs(1),
+            instance: crate::config::default_instance(),
             metrics: Default::default(),
         }
     }
@@ -368,6 +371,7 @@ impl Worker {
         let lease = Lease {
             token: new_token(),
             expires_at: Utc::now() + chrono_duration(self.lease_time()),
+            holder: self.config.instance.clone(),
         };
         let lease_from = Instant::now();
         let previous = job.lease.clone().map(|_| job.clone());
@@ -880,7 +884,7 @@ async fn heartbeat(
         );
         let token = attempt.token.clone();
         let renewal = jobs.transition(&attempt.job_id, |j| {
-            j.renew_lease(&token, expires)?;
+            j.renew_lease(&token, expires, Utc::now())?;
             j.record_progress(&token, rows, bytes)
         });
         match tokio::time::timeout_at(deadline, renewal).await {

@@ -61,6 +61,8 @@ pub struct AzureClients {
     pub poison: QueueClient,
     pub files: BlobContainerClient,
     pub jobs: BlobContainerClient,
+    /// The same container again, for the audit trail.
+    pub audit: BlobContainerClient,
     pub links: Links,
     pub description: String,
 }
@@ -179,6 +181,7 @@ pub fn clients(settings: &AzureSettings) -> anyhow::Result<AzureClients> {
         poison: queue_service.queue_client(&format!("{}-poison", settings.queue))?,
         files: blob_service.blob_container_client(&settings.files_container),
         jobs: blob_service.blob_container_client(&settings.jobs_container),
+        audit: blob_service.blob_container_client(&settings.jobs_container),
         links,
         description,
     })

@@ -6,7 +6,7 @@ use crate::error::{api_error_response, AppError};
 use crate::http::limits::{limit_body, retry_after_secs, too_many, EMPTY_BODY_LIMIT};
 use crate::service::Service;
 use crate::state::AppState;
-use app::backend::Identity;
+use app::backend::{Address, Identity};
 use app::error::{ApiError, ErrorCode};
 use app::jobs::ExportRequest;
 use axum::body::Body;
@@ -81,6 +81,11 @@ where
     }
 }
 
+/// The caller's address, for the audit trail.
+fn address(from: &Option<Extension<Address>>) -> Option<&str> {
+    from.as_ref().map(|Extension(a)| a.0.as_str())
+}
+
 fn service(state: &AppState) -> Result<&Arc<Service>, AppError> {
     state.inner.service.as_ref().ok_or_else(|| {
         ApiError::new(ErrorCode::Unavailable, "This instance runs jobs only.").into()
@@ -119,6 +124,7 @@ async fn preview(
 async fn submit(
     State(state): State<AppState>,
     Extension(user): Extension<Identity>,
+    from: Option<Extension<Address>>,
     headers: HeaderMap,
     ApiJson(request): ApiJson<ExportRequest>,
 ) -> Result<Response, AppError> {
@@ -132,7 +138,9 @@ async fn submit(
                 .map_err(|_| ApiError::bad_request("Idempotency-Key must be visible ASCII."))?,
         ),
     };
-    let (job, _created) = service(&state)?.submit(&user.0, request, key).await?;
+    let (job, _created) = service(&state)?
+        .submit(&user.0, request, key, address(&from))
+        .await?;
     let location = format!("/api/v1/exports/{}", job.id);
     let mut res = (StatusCode::ACCEPTED, Json(job)).into_response();
     if let Ok(v) = HeaderValue::from_str(&location) {
@@ -159,17 +167,24 @@ async fn get_one(
 async fn cancel(
     State(state): State<AppState>,
     Extension(user): Extension<Identity>,
+    from: Option<Extension<Address>>,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
-    Ok(Json(service(&state)?.cancel(&user.0, &id).await?).into_response())
+    Ok(Json(
+        service(&state)?
+            .cancel(&user.0, &id, address(&from))
+            .await?,
+    )
+    .into_response())
 }
 
 async fn retry(
     State(state): State<AppState>,
     Extension(user): Extension<Identity>,
+    from: Option<Extension<Address>>,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
-    let job = service(&state)?.retry(&user.0, &id).await?;
+    let job = service(&state)?.retry(&user.0, &id, address(&from)).await?;
     Ok((StatusCode::ACCEPTED, Json(job)).into_response())
 }
 
@@ -197,9 +212,12 @@ pub fn content_disposition(filename: &str) -> String {
 async fn download(
     State(state): State<AppState>,
     Extension(user): Extension<Identity>,
+    from: Option<Extension<Address>>,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
-    let (download, meta) = service(&state)?.download(&user.0, &id).await?;
+    let (download, meta) = service(&state)?
+        .download(&user.0, &id, address(&from))
+        .await?;
     let mut res = match download {
         // 302: the link is minted for this click only; nothing may cache the redirect.
         Download::Redirect(url) => match HeaderValue::from_str(&url) {

@@ -1,6 +1,7 @@
 //! The HTTP surface: the Leptos page and its server functions, the REST API, health probes
 //! and `/ws`. Everything but the probes and `/metrics` runs behind the identity middleware.
 
+mod admin;
 mod api;
 mod health;
 pub mod limits;
@@ -37,15 +38,20 @@ pub fn router(state: AppState, identifier: Arc<Identifier>) -> Router {
     }
     let routes = generate_route_list(app::App);
     let backend: SharedBackend = state.inner.clone();
+    let admin_backend: app::admin::SharedAdminBackend = state.inner.clone();
     let leptos = state.leptos.clone();
     let max_body = state.inner.settings.edge.max_body;
     let app = Router::new()
         .route(app::live::WS_PATH, get(live::upgrade))
         .merge(api::routes(max_body))
+        .merge(admin::routes())
         .leptos_routes_with_context(
             &state,
             routes,
-            move || provide_context(backend.clone()),
+            move || {
+                provide_context(backend.clone());
+                provide_context(admin_backend.clone());
+            },
             move || app::shell(leptos.clone()),
         )
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(

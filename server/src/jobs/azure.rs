@@ -34,6 +34,15 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+/// Records one admin search reads at most: the listing is cheap, reading every record is not.
+const SEARCH_READS: usize = 2000;
+
+/// The creation time of a job id (UUIDv7: milliseconds in its first 48 bits).
+fn id_time(id: &str) -> Option<DateTime<Utc>> {
+    let ms = i64::from_str_radix(id.get(..12)?, 16).ok()?;
+    DateTime::from_timestamp_millis(ms)
+}
+
 /// How often a conditional write of an owner's active record is tried before giving up.
 const RESERVE_TRIES: usize = 64;
 /// An entry younger than this is never dropped as stale: its job record may still be on its
@@ -535,6 +544,64 @@ impl JobStore for AzureJobStore {
         jobs.sort_by_key(|j| j.finished_at);
         jobs.truncate(limit);
         Ok(jobs)
+    }
+
+    async fn search(
+        &self,
+        filter: &super::JobFilter,
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError> {
+        // An owner's jobs come from their index; anyone's from the listing of all records.
+        let mut ids: Vec<String> = match &filter.owner {
+            Some(owner) => {
+                let prefix = format!("owners/{}/", hashed(owner));
+                self.names(&prefix)
+                    .await?
+                    .into_iter()
+                    .filter_map(|(n, _)| n.strip_prefix(&prefix).map(str::to_string))
+                    .collect()
+            }
+            None => self
+                .names("jobs/")
+                .await?
+                .into_iter()
+                .filter_map(|(n, _)| {
+                    n.strip_prefix("jobs/")
+                        .and_then(|n| n.strip_suffix(".json"))
+                        .map(str::to_string)
+                })
+                .collect(),
+        };
+        // The id tells the creation time: records older than `since` are never read.
+        ids.retain(|id| {
+            filter
+                .since
+                .is_none_or(|s| id_time(id).is_none_or(|t| t >= s - STALE_AFTER))
+                && filter.cursor.as_ref().is_none_or(|c| {
+                    if filter.oldest_first {
+                        id > c
+                    } else {
+                        id < c
+                    }
+                })
+        });
+        ids.sort();
+        if !filter.oldest_first {
+            ids.reverse();
+        }
+        let mut out = Vec::new();
+        for chunk in ids.chunks(64).take(SEARCH_READS / 64) {
+            for job in self.get_many(chunk.to_vec()).await? {
+                if filter.matches(&job) {
+                    out.push(job);
+                }
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        out.truncate(limit);
+        Ok(out)
     }
 
     async fn ping(&self) -> Result<(), StoreError> {

@@ -207,6 +207,37 @@ impl JobStore for LocalJobStore {
             .collect())
     }
 
+    async fn search(
+        &self,
+        filter: &super::JobFilter,
+        limit: usize,
+    ) -> Result<Vec<Job>, StoreError> {
+        // Every value is bound; an absent filter is a NULL that matches everything. Ids are
+        // UUIDv7 (time-ordered), so the id order is the creation order and a stable cursor.
+        let (after, order) = if filter.oldest_first {
+            ("id > ?5", "ASC")
+        } else {
+            ("id < ?5", "DESC")
+        };
+        let records: Vec<String> = sqlx::query_scalar(&format!(
+            "SELECT record FROM jobs
+             WHERE (?1 IS NULL OR status = ?1) AND (?2 IS NULL OR owner = ?2)
+               AND (?3 IS NULL OR json_extract(record, '$.dataset') = ?3)
+               AND (?4 IS NULL OR created_at >= ?4) AND (?5 IS NULL OR {after})
+             ORDER BY id {order} LIMIT ?6"
+        ))
+        .bind(filter.status.map(|s| s.as_str()))
+        .bind(filter.owner.as_deref())
+        .bind(filter.dataset.as_deref())
+        .bind(filter.since.as_ref().map(ts))
+        .bind(filter.cursor.as_deref())
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        records.iter().map(|r| parse(r)).collect()
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)

@@ -41,6 +41,36 @@ pub enum ChangeError {
     Store(#[from] StoreError),
 }
 
+/// Which jobs an operator lists; every field narrows the list.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct JobFilter {
+    pub status: Option<app::jobs::JobStatus>,
+    pub owner: Option<String>,
+    pub dataset: Option<String>,
+    /// Jobs created at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Continue after this job id, in the listing's order (the previous page's last id).
+    pub cursor: Option<String>,
+    /// Oldest first instead of newest first.
+    pub oldest_first: bool,
+}
+
+impl JobFilter {
+    pub fn matches(&self, j: &Job) -> bool {
+        self.status.is_none_or(|s| s == j.status)
+            && self.owner.as_ref().is_none_or(|o| *o == j.owner)
+            && self.dataset.as_ref().is_none_or(|d| *d == j.dataset)
+            && self.since.is_none_or(|s| j.created_at >= s)
+            && self.cursor.as_ref().is_none_or(|c| {
+                if self.oldest_first {
+                    j.id > *c
+                } else {
+                    j.id < *c
+                }
+            })
+    }
+}
+
 /// Job records.
 #[async_trait]
 pub trait JobStore: Send + Sync + 'static {
@@ -74,6 +104,9 @@ pub trait JobStore: Send + Sync + 'static {
         before: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Job>, StoreError>;
+    /// Any owner's jobs matching `filter`, newest (or oldest) first by id, which is
+    /// time-ordered; at most `limit`. For operators: it may cost a scan of the records.
+    async fn search(&self, filter: &JobFilter, limit: usize) -> Result<Vec<Job>, StoreError>;
     async fn ping(&self) -> Result<(), StoreError>;
 }
 

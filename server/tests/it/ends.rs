@@ -107,7 +107,7 @@ async fn setup(fault: Fault) -> Setup {
         .await
         .unwrap();
     let jobs = Jobs::new(Arc::new(LocalJobStore::new(pool.clone())), Hub::new());
-    let queue: Arc<dyn Queue> = Arc::new(LocalQueue::new(pool));
+    let queue: Arc<dyn Queue> = Arc::new(LocalQueue::new(pool.clone()));
     let blobs: Arc<dyn BlobStore> = Arc::new(
         LocalBlobStore::open(&dir.path().join("files"))
             .await
@@ -146,6 +146,8 @@ async fn setup(fault: Fault) -> Setup {
         wake,
         worker: Some(worker.clone()),
         preview_slots: Default::default(),
+        audit: Arc::new(server::audit::local::LocalAuditLog::new(pool.clone())),
+        queue_is_approximate: false,
         metrics: Default::default(),
     };
     Setup {
@@ -163,7 +165,11 @@ fn request() -> ExportRequest {
 impl Setup {
     /// Submits an export and runs its message through the worker.
     async fn export(&self) -> (app::jobs::Job, Outcome) {
-        let (job, _) = self.service.submit("alice", request(), None).await.unwrap();
+        let (job, _) = self
+            .service
+            .submit("alice", request(), None, None)
+            .await
+            .unwrap();
         let message = self
             .queue
             .receive(1, Duration::from_secs(30))

@@ -497,7 +497,7 @@ async fn retries_and_poisoned_jobs_are_counted_by_how_they_came_about() {
         .await
         .unwrap();
     let jobs = Jobs::new(Arc::new(LocalJobStore::new(pool.clone())), Hub::new());
-    let queue: Arc<dyn Queue> = Arc::new(LocalQueue::new(pool));
+    let queue: Arc<dyn Queue> = Arc::new(LocalQueue::new(pool.clone()));
     let blobs = Arc::new(FlakyBlobs {
         inner: LocalBlobStore::open(&dir.path().join("files"))
             .await
@@ -537,6 +537,8 @@ async fn retries_and_poisoned_jobs_are_counted_by_how_they_came_about() {
         wake,
         worker: Some(worker.clone()),
         preview_slots: Default::default(),
+        audit: Arc::new(server::audit::local::LocalAuditLog::new(pool)),
+        queue_is_approximate: false,
         metrics: metrics.clone(),
     };
     let request: ExportRequest = serde_json::from_value(orders("csv")).unwrap();
@@ -557,7 +559,7 @@ async fn retries_and_poisoned_jobs_are_counted_by_how_they_came_about() {
 
     // One job: its first attempt fails on storage and is retried, the second succeeds.
     service
-        .submit("alice", request.clone(), None)
+        .submit("alice", request.clone(), None, None)
         .await
         .unwrap();
     assert_eq!(worker.process(next().await).await, Outcome::Retrying);
@@ -565,13 +567,13 @@ async fn retries_and_poisoned_jobs_are_counted_by_how_they_came_about() {
 
     // Another: its message comes back twice from workers that died, then is poisoned; its
     // owner runs it again.
-    let (poisoned, _) = service.submit("alice", request, None).await.unwrap();
+    let (poisoned, _) = service.submit("alice", request, None, None).await.unwrap();
     for _ in 0..2 {
         let m = next().await;
         queue.extend(&m, Duration::ZERO).await.unwrap();
     }
     assert_eq!(worker.process(next().await).await, Outcome::Poisoned);
-    service.retry("alice", &poisoned.id).await.unwrap();
+    service.retry("alice", &poisoned.id, None).await.unwrap();
 
     let m = Scrape::parse(&metrics.render().await);
     let orders_csv = [("dataset", "orders"), ("format", "csv")];

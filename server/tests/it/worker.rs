@@ -177,7 +177,7 @@ impl Harness {
             .await
             .unwrap();
         let jobs = Jobs::new(Arc::new(LocalJobStore::new(pool.clone())), Hub::new());
-        let queue: Arc<dyn Queue> = Arc::new(LocalQueue::new(pool));
+        let queue: Arc<dyn Queue> = Arc::new(LocalQueue::new(pool.clone()));
         let blobs = Arc::new(FaultyBlobs {
             inner: LocalBlobStore::open(&dir.path().join("files"))
                 .await
@@ -222,6 +222,8 @@ impl Harness {
             wake,
             worker: Some(worker.clone()),
             preview_slots: Default::default(),
+            audit: Arc::new(server::audit::local::LocalAuditLog::new(pool.clone())),
+            queue_is_approximate: false,
             metrics: Default::default(),
         };
         Harness {
@@ -241,7 +243,7 @@ impl Harness {
         let request: ExportRequest =
             serde_json::from_value(json!({"dataset": dataset, "format": format})).unwrap();
         self.service
-            .submit("alice", request, None)
+            .submit("alice", request, None, None)
             .await
             .unwrap()
             .0
@@ -435,7 +437,7 @@ async fn a_cancel_stops_a_running_export_within_a_second_and_leaves_no_file() {
     }
     assert_eq!(h.job(&id).await.status, JobStatus::Running);
     let asked = tokio::time::Instant::now();
-    let job = h.service.cancel("alice", &id).await.unwrap();
+    let job = h.service.cancel("alice", &id, None).await.unwrap();
     assert!(job.cancel_requested);
     let outcome = tokio::time::timeout(Duration::from_secs(1), run)
         .await
@@ -473,7 +475,7 @@ async fn finished_exports_expire_after_the_retention_time_and_their_files_are_re
     assert!(h.files().is_empty(), "the file is removed");
     let e = h
         .service
-        .download("alice", &kept)
+        .download("alice", &kept, None)
         .await
         .err()
         .expect("no download after expiry");
@@ -523,9 +525,9 @@ impl Harness {
 async fn a_cancel_then_retry_while_queued_runs_the_job_exactly_once() {
     let h = Harness::new(0, Duration::ZERO, u64::MAX, 5).await;
     let id = h.submit("csv").await;
-    let cancelled = h.service.cancel("alice", &id).await.unwrap();
+    let cancelled = h.service.cancel("alice", &id, None).await.unwrap();
     assert_eq!(cancelled.status, JobStatus::Cancelled);
-    let retried = h.service.retry("alice", &id).await.unwrap();
+    let retried = h.service.retry("alice", &id, None).await.unwrap();
     assert_eq!(retried.status, JobStatus::Queued);
 
     // Both messages are on the queue: the one from before the cancel and the retry's.
@@ -738,6 +740,13 @@ impl CutOffStore {
 
 #[async_trait]
 impl server::jobs::JobStore for CutOffStore {
+    async fn search(
+        &self,
+        filter: &server::jobs::JobFilter,
+        limit: usize,
+    ) -> Result<Vec<app::jobs::Job>, server::jobs::StoreError> {
+        self.inner.search(filter, limit).await
+    }
     async fn create(
         &self,
         job: &app::jobs::Job,
