@@ -21,6 +21,10 @@ pub enum ServerMessage {
     Snapshot { jobs: Vec<Job> },
     /// One job changed (state or progress).
     Job { job: Box<Job> },
+    /// For admins only: what the admin page shows, on connect and whenever it changes.
+    Admin {
+        overview: Box<crate::admin::Overview>,
+    },
 }
 
 /// How the page's live link is doing, shown in the header.

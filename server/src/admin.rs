@@ -17,6 +17,14 @@ use std::collections::BTreeMap;
 const RUNNING_SHOWN: usize = 100;
 /// Failed jobs the overview shows.
 const FAILURES_SHOWN: usize = 20;
+/// How long the overview's per-dataset figures are reused: the page refreshes every few
+/// seconds, and the figures read up to [`STATS_JOBS`] records.
+const OVERVIEW_STATS_FOR: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// The overview's last per-dataset figures and when they were made.
+#[derive(Default)]
+pub struct StatsCache(std::sync::Mutex<Option<(std::time::Instant, Stats)>>);
+
 /// Jobs one statistics report reads at most (newest first).
 pub const STATS_JOBS: usize = 20_000;
 const STATS_PAGE: usize = 500;
@@ -230,12 +238,29 @@ impl Service {
             )
             .await
             .map_err(unavailable)?;
+        let cached = self
+            .stats_cache
+            .0
+            .lock()
+            .expect("lock")
+            .as_ref()
+            .filter(|(at, _)| at.elapsed() < OVERVIEW_STATS_FOR)
+            .map(|(_, s)| s.clone());
+        let stats = match cached {
+            Some(s) => s,
+            None => {
+                let s = self
+                    .stats(Utc::now() - chrono::TimeDelta::hours(24))
+                    .await?;
+                *self.stats_cache.0.lock().expect("lock") =
+                    Some((std::time::Instant::now(), s.clone()));
+                s
+            }
+        };
         Ok(Overview {
             queue: self.queue_overview().await?,
             failures,
-            stats: self
-                .stats(Utc::now() - chrono::TimeDelta::hours(24))
-                .await?,
+            stats,
         })
     }
 

@@ -263,6 +263,7 @@ pub async fn start(settings: Settings, mut leptos: LeptosOptions) -> anyhow::Res
             preview_slots: Default::default(),
             audit: storage.audit.clone(),
             queue_is_approximate: storage.approximate,
+            stats_cache: Default::default(),
             metrics: metrics.clone(),
         })
     });

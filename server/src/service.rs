@@ -61,6 +61,7 @@ pub struct Service {
     pub audit: Arc<dyn AuditLog>,
     /// Whether the queue's counts are estimates (Azure).
     pub queue_is_approximate: bool,
+    pub stats_cache: crate::admin::StatsCache,
     /// Where submits, cancels and retries are counted.
     pub metrics: Arc<crate::metrics::Metrics>,
 }

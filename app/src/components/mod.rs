@@ -1,5 +1,6 @@
 //! The page: an application shell (header, main area, footer) and its routes.
 
+mod admin;
 mod export_form;
 mod home;
 mod jobs_list;
@@ -44,6 +45,9 @@ pub fn App() -> impl IntoView {
     let loaded = RwSignal::new(false);
     provide_context(jobs);
     provide_context(loaded);
+    // Admins only: the overview the live channel sends them.
+    let overview = RwSignal::new(None::<crate::admin::Overview>);
+    provide_context(overview);
 
     // Effects run only in the browser, after hydration: the live link and the hydration
     // marker the browser tests wait for.
@@ -59,9 +63,10 @@ pub fn App() -> impl IntoView {
             crate::live::ServerMessage::Job { job } => {
                 jobs.update(|list| jobs_list::upsert(list, *job));
             }
+            crate::live::ServerMessage::Admin { overview: o } => overview.set(Some(*o)),
         });
         #[cfg(not(feature = "hydrate"))]
-        let _ = (set_link, jobs, loaded);
+        let _ = (set_link, jobs, loaded, overview);
     });
 
     view! {
@@ -77,6 +82,7 @@ pub fn App() -> impl IntoView {
                 <main class="main" id="main" tabindex="-1">
                     <Routes fallback=layout::NotFound>
                         <Route path=StaticSegment("") view=home::HomePage/>
+                        <Route path=StaticSegment("admin") view=admin::AdminPage/>
                     </Routes>
                 </main>
                 <layout::Footer/>

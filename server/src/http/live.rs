@@ -10,7 +10,7 @@ use crate::config::{origin_of, Edge};
 use crate::error::api_error_response;
 use crate::http::limits::too_many;
 use crate::state::AppState;
-use app::backend::Identity;
+use app::backend::{Admin, Identity};
 use app::error::{ApiError, ErrorCode};
 use app::jobs::Job;
 use app::live::ServerMessage;
@@ -89,8 +89,10 @@ pub async fn upgrade(
     ws: WebSocketUpgrade,
     State(state): State<AppState>,
     Extension(user): Extension<Identity>,
+    admin: Option<Extension<Admin>>,
     headers: HeaderMap,
 ) -> Response {
+    let admin = admin.is_some();
     let edge = &state.inner.settings.edge;
     if !origin_allowed(&headers, edge) {
         return api_error_response(ApiError::new(
@@ -121,6 +123,7 @@ pub async fn upgrade(
                 },
                 state,
                 user.0,
+                admin,
             )
             .await
         })
@@ -163,7 +166,24 @@ async fn snapshot(state: &AppState, user: &str) -> Option<ServerMessage> {
     }
 }
 
-async fn serve(mut socket: Live, state: AppState, user: String) {
+/// How often an admin's page is sent the overview, when it changed.
+const ADMIN_EVERY: Duration = Duration::from_secs(2);
+
+/// The admin overview, if this instance can make one now.
+async fn admin_overview(state: &AppState) -> Option<ServerMessage> {
+    let service = state.inner.service.as_ref()?;
+    match service.overview().await {
+        Ok(overview) => Some(ServerMessage::Admin {
+            overview: Box::new(overview),
+        }),
+        Err(e) => {
+            tracing::warn!("no admin overview for a live connection: {e}");
+            None
+        }
+    }
+}
+
+async fn serve(mut socket: Live, state: AppState, user: String, admin: bool) {
     // Subscribe before reading the snapshot: a change between the two is then sent twice
     // rather than lost.
     let mut changes = state.inner.hub.subscribe();
@@ -187,9 +207,12 @@ async fn serve(mut socket: Live, state: AppState, user: String) {
         ServerMessage::Snapshot { jobs } => {
             jobs.iter().map(|j| (j.id.clone(), j.clone())).collect()
         }
-        ServerMessage::Job { .. } => HashMap::new(),
+        ServerMessage::Job { .. } | ServerMessage::Admin { .. } => HashMap::new(),
     };
     let following = state.inner.follow_store;
+    let mut admin_tick = tokio::time::interval(ADMIN_EVERY);
+    // The text last sent, so an unchanged overview is not sent again.
+    let mut admin_sent = String::new();
     let mut follow = tokio::time::interval(FOLLOW_EVERY);
     let mut follows = 0u64;
     loop {
@@ -200,6 +223,17 @@ async fn serve(mut socket: Live, state: AppState, user: String) {
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                 Some(Ok(_)) => {}
             },
+            _ = admin_tick.tick(), if admin => {
+                if let Some(message) = admin_overview(&state).await {
+                    let text = serde_json::to_string(&message).expect("server messages always serialise");
+                    if text != admin_sent {
+                        if socket.send_raw(Message::Text(text.clone().into())).await.is_err() {
+                            return;
+                        }
+                        admin_sent = text;
+                    }
+                }
+            }
             _ = follow.tick(), if following => {
                 follows += 1;
                 for job in followed(&state, &user, &sent, follows).await {

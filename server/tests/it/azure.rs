@@ -23,7 +23,7 @@ fn connection_string() -> String {
 }
 
 /// Settings with names of their own, so tests never share a queue or container.
-fn settings() -> AzureSettings {
+pub(crate) fn settings() -> AzureSettings {
     let tag = &uuid::Uuid::new_v4().simple().to_string()[..10];
     AzureSettings {
         connection_string: Some(Secret(connection_string())),
@@ -36,7 +36,7 @@ fn settings() -> AzureSettings {
     }
 }
 
-fn settings_args(s: &AzureSettings) -> Vec<String> {
+pub(crate) fn settings_args(s: &AzureSettings) -> Vec<String> {
     vec![
         "--storage".into(),
         "azure".into(),

@@ -148,6 +148,7 @@ async fn setup(fault: Fault) -> Setup {
         preview_slots: Default::default(),
         audit: Arc::new(server::audit::local::LocalAuditLog::new(pool.clone())),
         queue_is_approximate: false,
+        stats_cache: Default::default(),
         metrics: Default::default(),
     };
     Setup {

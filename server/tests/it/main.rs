@@ -3,6 +3,7 @@
 //!
 //! One test binary keeps link time down; each file is one area of behaviour.
 
+mod admin;
 mod api;
 mod azure;
 mod azure_faults;

@@ -539,6 +539,7 @@ async fn retries_and_poisoned_jobs_are_counted_by_how_they_came_about() {
         preview_slots: Default::default(),
         audit: Arc::new(server::audit::local::LocalAuditLog::new(pool)),
         queue_is_approximate: false,
+        stats_cache: Default::default(),
         metrics: metrics.clone(),
     };
     let request: ExportRequest = serde_json::from_value(orders("csv")).unwrap();

@@ -224,6 +224,7 @@ impl Harness {
             preview_slots: Default::default(),
             audit: Arc::new(server::audit::local::LocalAuditLog::new(pool.clone())),
             queue_is_approximate: false,
+            stats_cache: Default::default(),
             metrics: Default::default(),
         };
         Harness {
