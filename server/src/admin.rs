@@ -134,6 +134,8 @@ impl Service {
         address: Option<&str>,
     ) -> Result<Job, ApiError> {
         let job = self.retry_job_unlimited(id).await?;
+        self.metrics
+            .retried(&job, crate::metrics::RetryTrigger::Redrive);
         match self.queue.remove_poisoned(id).await {
             Ok(n) => tracing::info!(job = %id, removed = n, "redrive: poison messages removed"),
             // The job has a new ticket: a poison message left behind can never start it.

@@ -337,6 +337,13 @@ pub const SETTINGS: &[SettingSpec] = &[
         default: "30",
         help: "Deliveries tried per event before it is abandoned with a log line (30 is about four hours).",
     },
+    SettingSpec {
+        key: "metrics_token",
+        env: "EXPORTAL_METRICS_TOKEN",
+        default: "(none: /metrics is open)",
+        help: "When set, GET /metrics requires `Authorization: Bearer <token>` (at least 16 visible ASCII \
+               characters; compared in constant time). /metrics never needs a user identity.",
+    },
 ];
 
 /// The process's role in a deployment.
@@ -394,6 +401,8 @@ pub struct Settings {
     pub instance: String,
     pub storage: Storage,
     pub edge: Edge,
+    /// The bearer token `/metrics` requires, if any.
+    pub metrics_token: Option<Secret>,
     pub webhooks: Webhooks,
 }
 
@@ -1062,6 +1071,20 @@ impl Command {
                     )?,
                 }
             },
+            // Not through `parse`, which quotes the value it refuses: this one is a secret.
+            metrics_token: raw("metrics_token")
+                .map(|(v, origin)| {
+                    let v = v.trim();
+                    if v.len() >= 16 && v.bytes().all(|b| b.is_ascii_graphic()) {
+                        Ok(Secret(v.to_string()))
+                    } else {
+                        Err(ConfigError::Invalid {
+                            origin: origin.to_string(),
+                            problem: "must be at least 16 visible ASCII characters".into(),
+                        })
+                    }
+                })
+                .transpose()?,
         };
         Ok(Command::Run(Box::new(settings)))
     }
@@ -1524,5 +1547,27 @@ mod tests {
             Command::parse(["--help".to_string()], |_| None).unwrap(),
             Command::Help
         ));
+    }
+
+    #[test]
+    fn the_metrics_token_is_optional_long_enough_and_never_printed() {
+        assert_eq!(parse_with(&[], &[]).unwrap().metrics_token, None);
+        let token = "scrape-token-0123456789";
+        let s = parse_with(&[], &[("EXPORTAL_METRICS_TOKEN", token)]).unwrap();
+        assert_eq!(s.metrics_token, Some(Secret(token.into())));
+        assert!(!format!("{s:?}").contains(token));
+        for bad in ["short-token", "sixteen chars but spaces"] {
+            let msg = parse_with(&["--metrics-token", bad], &[])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                msg.contains("--metrics-token") && msg.contains("at least 16 visible"),
+                "{msg}"
+            );
+            assert!(
+                !msg.contains(bad),
+                "a refused secret is not repeated: {msg}"
+            );
+        }
     }
 }

@@ -18,6 +18,7 @@ pub mod http;
 pub mod identity;
 pub mod jobs;
 pub mod live;
+pub mod metrics;
 pub mod queue;
 pub mod service;
 pub mod source;
@@ -226,6 +227,7 @@ pub async fn start(settings: Settings, mut leptos: LeptosOptions) -> anyhow::Res
     storage.jobs = jobs;
     let wake = Arc::new(Notify::new());
     let shutdown = CancellationToken::new();
+    let metrics = Arc::new(metrics::Metrics::new().watch_queue(storage.queue.clone()));
 
     let export = Arc::new(export::ExportContext {
         catalog: catalog.clone(),
@@ -248,6 +250,7 @@ pub async fn start(settings: Settings, mut leptos: LeptosOptions) -> anyhow::Res
                 retention: settings.retention,
                 shutdown_grace: settings.shutdown_grace,
                 instance: settings.instance.clone(),
+                metrics: metrics.clone(),
                 ..worker::WorkerConfig::default()
             },
             wake.clone(),
@@ -270,6 +273,7 @@ pub async fn start(settings: Settings, mut leptos: LeptosOptions) -> anyhow::Res
             audit: storage.audit.clone(),
             queue_is_approximate: storage.approximate,
             stats_cache: Default::default(),
+            metrics: metrics.clone(),
         })
     });
     tokio::spawn(prune_audit(
@@ -309,6 +313,7 @@ pub async fn start(settings: Settings, mut leptos: LeptosOptions) -> anyhow::Res
             follow_store,
             rate,
             sockets: Default::default(),
+            metrics,
         }),
     };
     let router = http::router(state, identifier);

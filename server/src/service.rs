@@ -62,6 +62,8 @@ pub struct Service {
     /// Whether the queue's counts are estimates (Azure).
     pub queue_is_approximate: bool,
     pub stats_cache: crate::admin::StatsCache,
+    /// Where submits, cancels and retries are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 fn store_error(e: StoreError) -> ApiError {
@@ -326,6 +328,7 @@ impl Service {
             .await
             .map_err(|e| self.limit_error(e))?;
         if created {
+            self.metrics.job_submitted(&job);
             self.enqueue(&job).await?;
             self.record(AuditAction::Submit, user, address, &job).await;
         }
@@ -411,10 +414,13 @@ impl Service {
                 JobErrorCode::QueueUnavailable,
                 "The export could not be queued; try again.",
             );
-            let _ = self
+            if let Ok(failed) = self
                 .jobs
                 .transition(&job.id, |j| j.give_up(error.clone(), Utc::now()))
-                .await;
+                .await
+            {
+                self.metrics.job_changed(&failed);
+            }
             return Err(ApiError::new(
                 ErrorCode::Unavailable,
                 "The export could not be queued; try again in a moment.",
@@ -476,6 +482,7 @@ impl Service {
             Err(ChangeError::Store(e)) => return Err(store_error(e)),
         };
         tracing::info!(job = %id, status = %job.status, "cancel requested");
+        self.metrics.job_changed(&job);
         if let Some(worker) = &self.worker {
             worker.cancel_local(id);
         }
@@ -492,6 +499,8 @@ impl Service {
     ) -> Result<Job, ApiError> {
         self.get(user, id).await?;
         let job = self.retry_job(id).await?;
+        self.metrics
+            .retried(&job, crate::metrics::RetryTrigger::User);
         self.record(AuditAction::Retry, user, address, &job).await;
         Ok(job)
     }

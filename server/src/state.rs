@@ -38,6 +38,8 @@ pub struct Inner {
     pub rate: crate::http::limits::RateLimiter,
     /// Open `/ws` sockets per user.
     pub sockets: Arc<crate::http::limits::Sockets>,
+    /// What `/metrics` reports.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl FromRef<AppState> for LeptosOptions {

@@ -33,6 +33,7 @@
 use crate::blobs::BlobStore;
 use crate::export::{self, Counters, ExportContext, ExportFailure, ExportOutput};
 use crate::jobs::{ChangeError, Jobs};
+use crate::metrics::{Metrics, PoisonReason};
 use crate::queue::{JobMessage, Queue, QueueError, Received};
 use app::jobs::{FileFacts, Job, JobError, JobErrorCode, JobStatus, Lease, TransitionError};
 use chrono::Utc;
@@ -68,6 +69,9 @@ pub struct WorkerConfig {
     pub cancel_poll: Duration,
     /// This worker's name on the job records it runs (shown to operators).
     pub instance: String,
+    /// Where job outcomes are counted: the process's (which `/metrics` reports), or by default
+    /// a registry of the worker's own.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Default for WorkerConfig {
@@ -87,6 +91,7 @@ impl Default for WorkerConfig {
             progress_store: Duration::from_secs(1),
             cancel_poll: Duration::from_secs(1),
             instance: crate::config::default_instance(),
+            metrics: Default::default(),
         }
     }
 }
@@ -270,7 +275,10 @@ impl Worker {
         let Some(body) = JobMessage::decode(&message.body) else {
             tracing::warn!(body = %message.body, "unreadable queue message: moving it to the poison queue");
             return match self.queue.dead_letter(&message).await {
-                Ok(()) => Outcome::Poisoned,
+                Ok(()) => {
+                    self.config.metrics.poisoned(PoisonReason::Unreadable);
+                    Outcome::Poisoned
+                }
                 Err(_) => Outcome::Released,
             };
         };
@@ -315,7 +323,8 @@ impl Worker {
                 .transition(&job.id, |j| j.request_cancel(Utc::now()))
                 .await
             {
-                Ok(_) => {
+                Ok(job) => {
+                    self.config.metrics.job_changed(&job);
                     let _ = self.queue.delete(&message).await;
                     Outcome::Cancelled
                 }
@@ -343,9 +352,14 @@ impl Worker {
                 .transition(&job.id, |j| j.give_up(error.clone(), Utc::now()))
                 .await
             {
-                Ok(_) => {
+                Ok(job) => {
                     tracing::warn!("attempts used up: the job failed and its message is poisoned");
-                    let _ = self.queue.dead_letter(&message).await;
+                    self.config.metrics.job_changed(&job);
+                    if self.queue.dead_letter(&message).await.is_ok() {
+                        self.config
+                            .metrics
+                            .poisoned(PoisonReason::AttemptsExhausted);
+                    }
                     Outcome::Poisoned
                 }
                 Err(e) => self.not_started(&message, e).await,
@@ -379,6 +393,8 @@ impl Worker {
             let _ = self.blobs().delete(&export::blob_name(&previous)).await;
         }
         tracing::info!(attempt = job.attempts, "export started");
+        self.config.metrics.attempt_started(&job);
+        let _running = self.config.metrics.export_running();
         self.run_attempt(message, job, lease.token, lease_from)
             .await
     }
@@ -690,7 +706,8 @@ impl Worker {
         let mut tries = 0;
         while tries < 5 {
             match self.jobs.transition(&job.id, &mut *current).await {
-                Ok(_) => {
+                Ok(stored) => {
+                    self.config.metrics.job_changed(&stored);
                     if let Some(m) = delete {
                         let _ = self.queue.delete(m).await;
                     }

@@ -200,6 +200,11 @@ impl Sockets {
     pub fn open(&self, user: &str) -> usize {
         lock(&self.open).get(user).copied().unwrap_or(0)
     }
+
+    /// Sockets open, all users together.
+    pub fn total(&self) -> usize {
+        lock(&self.open).values().sum()
+    }
 }
 
 impl Drop for SocketSlot {

@@ -1,11 +1,12 @@
 //! The HTTP surface: the Leptos page and its server functions, the REST API, health probes
-//! and `/ws`. Everything but the probes runs behind the identity middleware.
+//! and `/ws`. Everything but the probes and `/metrics` runs behind the identity middleware.
 
 mod admin;
 mod api;
 mod health;
 pub mod limits;
 mod live;
+mod metrics;
 
 pub use api::{content_disposition, rate_message};
 pub use health::ReadyCheck;
@@ -24,10 +25,16 @@ use tower_http::trace::TraceLayer;
 pub fn router(state: AppState, identifier: Arc<Identifier>) -> Router {
     let probes = Router::new()
         .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz));
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(metrics::scrape));
+    let count_requests =
+        axum::middleware::from_fn_with_state(state.inner.metrics.clone(), metrics::track);
     if state.inner.service.is_none() {
         // A worker instance answers its probes only.
-        return probes.layer(TraceLayer::new_for_http()).with_state(state);
+        return probes
+            .layer(count_requests)
+            .layer(TraceLayer::new_for_http())
+            .with_state(state);
     }
     let routes = generate_route_list(app::App);
     let backend: SharedBackend = state.inner.clone();
@@ -58,6 +65,7 @@ pub fn router(state: AppState, identifier: Arc<Identifier>) -> Router {
             limits::limit_body,
         ));
     app.merge(probes)
+        .layer(count_requests)
         .layer(TraceLayer::new_for_http())
         .with_state(state)
 }

@@ -149,6 +149,7 @@ async fn setup(fault: Fault) -> Setup {
         audit: Arc::new(server::audit::local::LocalAuditLog::new(pool.clone())),
         queue_is_approximate: false,
         stats_cache: Default::default(),
+        metrics: Default::default(),
     };
     Setup {
         service,

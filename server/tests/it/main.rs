@@ -13,6 +13,7 @@ mod ends;
 mod http;
 mod injection;
 mod limits;
+mod metrics;
 mod process;
 mod queue;
 mod scanner;

@@ -225,6 +225,7 @@ impl Harness {
             audit: Arc::new(server::audit::local::LocalAuditLog::new(pool.clone())),
             queue_is_approximate: false,
             stats_cache: Default::default(),
+            metrics: Default::default(),
         };
         Harness {
             service,
