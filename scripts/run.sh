@@ -10,10 +10,12 @@ source scripts/lib.sh
 
 scripts/tools.sh build
 
-step "building the release site (server + wasm, wasm-opt)"
-cargo leptos build --release
+step "building the release site (server + wasm, wasm-opt, brotli and gzip copies)"
+cargo leptos build --release --precompress
 
 addr=${EXPORTAL_ADDR:-${LEPTOS_SITE_ADDR:-127.0.0.1:3000}}
 step "Exportal is starting: open http://$addr"
+# The file names carry content hashes, listed in target/release/hash.txt (see Cargo.toml).
 export LEPTOS_SITE_ROOT=target/site LEPTOS_SITE_PKG_DIR=pkg LEPTOS_OUTPUT_NAME=exportal
+export LEPTOS_HASH_FILES=true LEPTOS_HASH_FILE_NAME=hash.txt
 exec target/release/server --addr "$addr" "$@"

@@ -3,6 +3,7 @@
 
 mod admin;
 mod api;
+pub mod assets;
 mod health;
 pub mod limits;
 mod live;
@@ -41,6 +42,13 @@ pub fn router(state: AppState, identifier: Arc<Identifier>) -> Router {
     let admin_backend: app::admin::SharedAdminBackend = state.inner.clone();
     let leptos = state.leptos.clone();
     let max_body = state.inner.settings.edge.max_body;
+    // What no route and no file answers: the page's "not found", rendered by Leptos.
+    let not_found = Router::new()
+        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(
+            app::shell,
+        ))
+        .with_state(state.clone());
+    let hashed = assets::Hashed(state.leptos.hash_files);
     let app = Router::new()
         .route(app::live::WS_PATH, get(live::upgrade))
         .merge(api::routes(max_body))
@@ -54,9 +62,8 @@ pub fn router(state: AppState, identifier: Arc<Identifier>) -> Router {
             },
             move || app::shell(leptos.clone()),
         )
-        .fallback(leptos_axum::file_and_error_handler::<AppState, _>(
-            app::shell,
-        ))
+        .fallback_service(assets::files(&state.leptos.site_root, not_found))
+        .layer(assets::compression())
         .layer(axum::middleware::from_fn_with_state(identifier, identify))
         // Outermost: no body larger than this is read by anything (the page's server
         // functions included, which set no limit of their own).
@@ -65,6 +72,10 @@ pub fn router(state: AppState, identifier: Arc<Identifier>) -> Router {
             limits::limit_body,
         ));
     app.merge(probes)
+        .layer(axum::middleware::from_fn_with_state(
+            hashed,
+            assets::cache_control,
+        ))
         .layer(count_requests)
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -5,6 +5,7 @@
 
 mod admin;
 mod api;
+mod assets;
 mod azure;
 mod azure_faults;
 mod crash;

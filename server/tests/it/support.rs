@@ -17,6 +17,15 @@ impl TestServer {
     /// Starts a server with header authentication (users are named by `x-forwarded-user`)
     /// and the demo catalogue; `extra` adds or overrides options.
     pub async fn start(extra: &[&str]) -> Self {
+        Self::start_with(
+            extra,
+            LeptosOptions::builder().output_name("exportal").build(),
+        )
+        .await
+    }
+
+    /// Like [`TestServer::start`], with the page's site options (site root, hashed names).
+    pub async fn start_with(extra: &[&str], leptos: LeptosOptions) -> Self {
         let data = tempfile::tempdir().unwrap();
         let mut args: Vec<String> = vec![
             "--addr".into(),
@@ -39,7 +48,6 @@ impl TestServer {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let settings = Settings::from_args(args).expect("valid test settings");
-        let leptos = LeptosOptions::builder().output_name("exportal").build();
         let running = server::start(settings, leptos)
             .await
             .expect("server starts");
