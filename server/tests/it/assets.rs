@@ -39,7 +39,7 @@ async fn server(site: &tempfile::TempDir, hashed: bool) -> TestServer {
     TestServer::start_with(&[], leptos).await
 }
 
-fn header<'a>(res: &'a reqwest::Response, name: reqwest::header::HeaderName) -> &'a str {
+fn header(res: &reqwest::Response, name: reqwest::header::HeaderName) -> &str {
     res.headers()
         .get(&name)
         .map(|v| v.to_str().unwrap())
