@@ -130,6 +130,7 @@ fn QueueCard(overview: Memo<Overview>, cancel: ServerAction<AdminCancel>) -> imp
             </Show>
         </section>
     }
+    .into_any()
 }
 
 #[component]
@@ -159,6 +160,7 @@ fn RunningRow(r: RunningJob, cancel: ServerAction<AdminCancel>) -> impl IntoView
             </td>
         </tr>
     }
+    .into_any()
 }
 
 #[component]
@@ -187,6 +189,7 @@ fn FailuresCard(overview: Memo<Overview>, redrive: ServerAction<AdminRedrive>) -
             </Show>
         </section>
     }
+    .into_any()
 }
 
 #[component]
@@ -215,6 +218,7 @@ fn FailureRow(job: Job, redrive: ServerAction<AdminRedrive>) -> impl IntoView {
             </td>
         </tr>
     }
+    .into_any()
 }
 
 #[component]
@@ -253,4 +257,5 @@ fn DatasetsCard(overview: Memo<Overview>) -> impl IntoView {
             </div>
         </section>
     }
+    .into_any()
 }

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Benchmark: what the export page costs on the wire, first and repeat view, in Chromium, from
+# the release build that scripts/run.sh serves (hashed, precompressed files).
+#
+#   bench/page-weight.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+scripts/tools.sh test >/dev/null
+step "building the release site (as scripts/run.sh does)"
+cargo leptos build --release --precompress >/dev/null 2>&1 || cargo leptos build --release --precompress
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/exportal-weight.XXXXXX")
+addr="127.0.0.1:$(free_port)"
+LEPTOS_SITE_ROOT=target/site LEPTOS_SITE_PKG_DIR=pkg LEPTOS_OUTPUT_NAME=exportal \
+  LEPTOS_HASH_FILES=true LEPTOS_HASH_FILE_NAME=hash.txt EXPORTAL_DEMO_ORDERS=10000 \
+  EXPORTAL_DATA_DIR="$work/data" target/release/server --addr "$addr" >"$work/server.log" 2>&1 &
+server=$!
+trap 'kill "$server" 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 1 200); do curl -sf "http://$addr/healthz" >/dev/null && break; sleep 0.1; done
+
+step "wasm module sizes"
+for f in target/site/pkg/*.wasm*; do printf '%9d  %s\n' "$(stat -c %s "$f")" "$f"; done
+step "first and repeat view in Chromium"
+(cd end2end && node ../bench/page-weight.mjs "http://$addr/")
