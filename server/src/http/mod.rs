@@ -1,12 +1,14 @@
-//! The HTTP surface: the Leptos page and its server functions, the REST API, health probes
-//! and `/ws`. Everything but the probes runs behind the identity middleware.
+//! The HTTP surface: the Leptos page and its server functions, the REST API and its OpenAPI
+//! document, health probes and `/ws`. Everything but the probes and the document runs behind
+//! the identity middleware.
 
 mod api;
 mod health;
 pub mod limits;
 mod live;
+pub mod openapi;
 
-pub use api::{content_disposition, rate_message};
+pub use api::{content_disposition, rate_message, route_list};
 pub use health::ReadyCheck;
 
 use crate::identity::{identify, Identifier};
@@ -21,9 +23,14 @@ use tower_http::trace::TraceLayer;
 
 /// The whole application router.
 pub fn router(state: AppState, identifier: Arc<Identifier>) -> Router {
+    // Outside the identity middleware: probes and the API's description need no user.
+    let datasets = (state.inner.service.as_ref())
+        .map(|s| s.datasets())
+        .unwrap_or_default();
     let probes = Router::new()
         .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz));
+        .route("/readyz", get(health::readyz))
+        .merge(openapi::routes(&state.inner.settings, &datasets));
     if state.inner.service.is_none() {
         // A worker instance answers its probes only.
         return probes.layer(TraceLayer::new_for_http()).with_state(state);
