@@ -19,6 +19,8 @@ pub enum ErrorCode {
     /// The caller is known but may not do this (e.g. a page of a foreign origin).
     Forbidden,
     NotFound,
+    /// The path exists but does not answer this method.
+    MethodNotAllowed,
     Conflict,
     /// The request body is larger than the server accepts.
     PayloadTooLarge,
@@ -39,6 +41,7 @@ impl ErrorCode {
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Conflict => 409,
             ErrorCode::PayloadTooLarge => 413,
             ErrorCode::UnsupportedMediaType => 415,

@@ -12,9 +12,10 @@ use app::catalog::DatasetInfo;
 use app::error::{ApiError, ErrorCode};
 use app::jobs::{ExportRequest, Job, Preview};
 use axum::body::Body;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Path, Request, State};
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::handler::Handler;
+use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter, MethodRouter};
@@ -90,13 +91,12 @@ async fn unknown() -> Response {
     api_error_response(ApiError::not_found("No such API endpoint."))
 }
 
-async fn method_not_allowed() -> Response {
-    let mut res = api_error_response(ApiError::new(
-        ErrorCode::BadRequest,
-        "This method is not allowed here.",
-    ));
-    *res.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-    res
+/// The answer to a method a path does not answer; axum adds the `Allow` header.
+pub async fn method_not_allowed() -> Response {
+    api_error_response(ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "This method is not allowed here; the Allow header lists those that are.",
+    ))
 }
 
 /// A JSON body whose rejection is an [`ApiError`] rather than axum's plain-text answer.
@@ -121,6 +121,28 @@ where
             )
             .into()),
             // serde's message may quote the user's text: quoted back only in part.
+            Err(rejection) => Err(ApiError::bad_request(crate::catalog::quote_long(
+                &rejection.body_text(),
+            ))
+            .into()),
+        }
+    }
+}
+
+/// A path parameter whose rejection (e.g. percent-encoded bytes that are not UTF-8) is an
+/// [`ApiError`] rather than axum's plain-text answer.
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    Path<T>: FromRequestParts<S, Rejection = PathRejection>,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(ApiPath(v)),
             Err(rejection) => Err(ApiError::bad_request(crate::catalog::quote_long(
                 &rejection.body_text(),
             ))
@@ -280,6 +302,7 @@ async fn list(
     params(("id" = String, Path, description = "The export's id, as returned by submit.")),
     responses(
         (status = 200, description = "The job.", body = Job),
+        (status = 400, response = r::BadRequest),
         (status = 401, response = r::Unauthorized),
         (status = 404, response = r::NotFound),
         (status = 413, response = r::PayloadTooLarge),
@@ -289,7 +312,7 @@ async fn list(
 async fn get_one(
     State(state): State<AppState>,
     Extension(user): Extension<Identity>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, AppError> {
     Ok(Json(service(&state)?.get(&user.0, &id).await?).into_response())
 }
@@ -304,6 +327,7 @@ async fn get_one(
     params(("id" = String, Path, description = "The export's id, as returned by submit.")),
     responses(
         (status = 200, description = "The job after the request.", body = Job),
+        (status = 400, response = r::BadRequest),
         (status = 401, response = r::Unauthorized),
         (status = 404, response = r::NotFound),
         (status = 409, response = r::Conflict),
@@ -315,7 +339,7 @@ async fn get_one(
 async fn cancel(
     State(state): State<AppState>,
     Extension(user): Extension<Identity>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, AppError> {
     Ok(Json(service(&state)?.cancel(&user.0, &id).await?).into_response())
 }
@@ -328,6 +352,7 @@ async fn cancel(
     params(("id" = String, Path, description = "The export's id, as returned by submit.")),
     responses(
         (status = 202, description = "The job, queued again.", body = Job),
+        (status = 400, response = r::BadRequest),
         (status = 401, response = r::Unauthorized),
         (status = 404, response = r::NotFound),
         (status = 409, response = r::Conflict),
@@ -339,7 +364,7 @@ async fn cancel(
 async fn retry(
     State(state): State<AppState>,
     Extension(user): Extension<Identity>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, AppError> {
     let job = service(&state)?.retry(&user.0, &id).await?;
     Ok((StatusCode::ACCEPTED, Json(job)).into_response())
@@ -392,6 +417,7 @@ pub fn content_disposition(filename: &str) -> String {
                 ("Location" = String, description = "The link, valid for a short time."),
                 ("Cache-Control" = String, description = "`private, no-store`."),
             )),
+        (status = 400, response = r::BadRequest),
         (status = 401, response = r::Unauthorized),
         (status = 404, response = r::NotFound),
         (status = 409, response = r::Conflict),
@@ -402,7 +428,7 @@ pub fn content_disposition(filename: &str) -> String {
 async fn download(
     State(state): State<AppState>,
     Extension(user): Extension<Identity>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, AppError> {
     let (download, meta) = service(&state)?.download(&user.0, &id).await?;
     let mut res = match download {

@@ -170,13 +170,12 @@ pub fn routes<S: Clone + Send + Sync + 'static>(
     let json = document(settings, datasets)
         .to_json()
         .expect("the OpenAPI document serialises");
-    Router::new().route(
-        OPENAPI_PATH,
-        get(move || {
-            let json = json.clone();
-            async move { serve(json) }
-        }),
-    )
+    let serve = get(move || {
+        let json = json.clone();
+        async move { serve(json) }
+    });
+    // Under /api/, so a wrong method is answered in the API's error shape too.
+    Router::new().route(OPENAPI_PATH, serve.fallback(api::method_not_allowed))
 }
 
 fn serve(json: String) -> Response {
@@ -215,7 +214,8 @@ macro_rules! error_response {
 error_response!(
     BadRequest,
     "The request is not valid: unreadable JSON, an unknown field, dataset, column, format or \
-     option, a parameter value of the wrong type, too many rows, a bad Idempotency-Key."
+     option, a parameter value of the wrong type, too many rows, a bad Idempotency-Key, a path \
+     that is not UTF-8 once decoded."
 );
 error_response!(
     Unauthorized,

@@ -12,6 +12,7 @@ mod ends;
 mod http;
 mod injection;
 mod limits;
+mod openapi;
 mod process;
 mod queue;
 mod scanner;
