@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-examples=${EXPORTAL_CONTRACT_EXAMPLES:-40}
+examples=${EXPORTAL_CONTRACT_EXAMPLES:-100}
 seed=${EXPORTAL_CONTRACT_SEED:-$((RANDOM * 32768 + RANDOM))}
 work=$(mktemp -d "${TMPDIR:-/tmp}/exportal-contract.XXXXXX")
 server_pid=
@@ -60,11 +60,12 @@ contract() {
   fi
 
   local started=$SECONDS status=0
-  timeout 240 "$CONTRACT_VENV/bin/st" run "$base/api/v1/openapi.json" \
+  # Run from the throw-away directory: Schemathesis and Hypothesis keep caches in the current one.
+  (cd "$work" && timeout 240 "$CONTRACT_VENV/bin/st" run "$base/api/v1/openapi.json" \
     --checks all --exclude-checks "$excluded" \
     --max-examples "$examples" --seed "$seed" --workers 2 \
     --request-timeout 20 --suppress-health-check too_slow \
-    --generation-database none --no-color "${identity[@]}" "$@" || status=$?
+    --generation-database none --no-color "${identity[@]}" "$@") || status=$?
   stop_server
   if [ "$status" -ne 0 ]; then
     echo "contract run ($mode) failed (status $status; seed $seed); the server's warnings:" >&2

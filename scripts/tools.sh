@@ -80,6 +80,8 @@ if [ "$what" = test ]; then
   command -v sqlite3 >/dev/null || need+=(sqlite3)
   [ -d /usr/lib/postgresql ] && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
   command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
+  # Debian's python3 makes virtualenvs only with python3-venv (which brings ensurepip).
+  python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
   if [ ${#need[@]} -gt 0 ]; then
     log "installing Debian packages: ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
