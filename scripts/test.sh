@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs what the tests need (idempotent) and runs every test: lints, browser tests, then the
-# workspace's Rust tests, whose summary is the last thing printed.
+# Installs what the tests need (idempotent) and runs every test: lints, browser tests, the API's
+# contract tests, then the workspace's Rust tests, whose summary is the last thing printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -48,6 +48,10 @@ step "browser tests again: a web instance and a separate worker on Azurite"
   EXPORTAL_ROLE=web EXPORTAL_DATA_DIR="$work/web-data" LEPTOS_SITE_ADDR="127.0.0.1:$(free_port)" \
     EXPORTAL_E2E_SOURCE_DBS="$work/worker-data/demo.db" cargo leptos end-to-end
 )
+
+# The debug binary cargo-leptos built, fuzzed against its own OpenAPI document in both identity
+# modes (no 5xx, no answer the document does not describe, malformed requests refused).
+scripts/contract.sh
 
 step "Rust tests (unit and integration)"
 # The same RUSTFLAGS and output name as cargo-leptos's debug build, so the tests reuse its

@@ -2,7 +2,8 @@
 # Installs the build tools Exportal needs, idempotently, from the package registries only.
 #
 #   scripts/tools.sh build   wasm target, cargo-leptos, wasm-bindgen CLI, npm packages (wasm-opt)
-#   scripts/tools.sh test    the above + Chromium, SQLite, PostgreSQL, MariaDB (Debian packages)
+#   scripts/tools.sh test    the above + Chromium, SQLite, PostgreSQL, MariaDB (Debian packages),
+#                            Schemathesis and an OpenAPI validator (PyPI, in target/venv)
 #
 # Every step checks first, so a second run takes seconds.
 set -euo pipefail
@@ -14,6 +15,9 @@ log() { printf '\033[1;34m[tools]\033[0m %s\n' "$*" >&2; }
 CARGO_LEPTOS_VERSION=0.3.10
 # Any 0.9 nextest runs the suite; this one is pinned so every machine runs the same.
 NEXTEST_VERSION=0.9.143
+# The contract tests (scripts/contract.sh); pinned so that every machine fuzzes alike.
+SCHEMATHESIS_VERSION=4.32.5
+OPENAPI_SPEC_VALIDATOR_VERSION=0.9.0
 # The wasm-bindgen CLI must equal the crate version in Cargo.lock exactly, or the
 # generated JS glue and the wasm module disagree at run time.
 wasm_bindgen_version() {
@@ -76,6 +80,8 @@ if [ "$what" = test ]; then
   command -v sqlite3 >/dev/null || need+=(sqlite3)
   [ -d /usr/lib/postgresql ] && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
   command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
+  # Debian's python3 makes virtualenvs only with python3-venv (which brings ensurepip).
+  python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
   if [ ${#need[@]} -gt 0 ]; then
     log "installing Debian packages: ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -85,6 +91,21 @@ if [ "$what" = test ]; then
     printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
     rm -f /usr/sbin/policy-rc.d
+  fi
+fi
+if [ "$what" = test ]; then
+  source scripts/lib.sh
+  want="schemathesis==$SCHEMATHESIS_VERSION openapi-spec-validator==$OPENAPI_SPEC_VALIDATOR_VERSION"
+  have=$("$CONTRACT_VENV/bin/python" - 2>/dev/null <<'PY' || true
+import importlib.metadata as m
+print(" ".join(f"{p}=={m.version(p)}" for p in ("schemathesis", "openapi-spec-validator")))
+PY
+)
+  if [ "$have" != "$want" ]; then
+    log "installing $want into $CONTRACT_VENV"
+    [ -x "$CONTRACT_VENV/bin/pip" ] || python3 -m venv "$CONTRACT_VENV"
+    # shellcheck disable=SC2086 # two requirement words
+    "$CONTRACT_VENV/bin/pip" install --quiet --disable-pip-version-check $want
   fi
 fi
 log "tools ready"

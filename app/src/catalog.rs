@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 /// The type of a dataset parameter; decides the form input and how a value is checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub enum ParamType {
     String,
     Integer,
@@ -120,6 +121,32 @@ impl TryFrom<String> for ColumnType {
     }
 }
 
+/// The one-word names of [`ColumnType`]; an array is `array<` one of them (or an array) `>`.
+pub const COLUMN_TYPE_WORDS: [&str; 17] = [
+    "text", "integer", "number", "decimal", "boolean", "date", "datetime", "time", "interval",
+    "uuid", "json", "enum", "network", "money", "geometry", "bytes", "unknown",
+];
+
+/// The wire form is a string, not the enum's variants: the schema says so.
+#[cfg(feature = "ssr")]
+impl utoipa::PartialSchema for ColumnType {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::{schema::Type, ObjectBuilder};
+        let words = COLUMN_TYPE_WORDS.join("|");
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "The type of an output column: one word, or `array<…>` of a type (arrays nest).",
+            ))
+            .pattern(Some(format!("^(array<)*({words})>*$")))
+            .examples(["text", "datetime", "array<text>"])
+            .into()
+    }
+}
+
+#[cfg(feature = "ssr")]
+impl utoipa::ToSchema for ColumnType {}
+
 impl std::fmt::Display for ColumnType {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.name())
@@ -127,6 +154,7 @@ impl std::fmt::Display for ColumnType {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct ColumnInfo {
     pub name: String,
     #[serde(rename = "type")]
@@ -134,6 +162,7 @@ pub struct ColumnInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct ParamInfo {
     pub name: String,
     #[serde(rename = "type")]
@@ -148,6 +177,7 @@ pub struct ParamInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct DatasetInfo {
     pub id: String,
     pub title: String,
@@ -185,5 +215,18 @@ mod tests {
             r#""array<text>""#
         );
         assert!(serde_json::from_str::<ColumnType>(r#""array<nope>""#).is_err());
+    }
+
+    #[test]
+    fn the_listed_words_are_every_scalar_column_type() {
+        for word in super::COLUMN_TYPE_WORDS {
+            assert_eq!(
+                ColumnType::parse(word).map(|t| t.name()).as_deref(),
+                Some(word)
+            );
+        }
+        // Each scalar variant once: a new variant must be added to the list (and so the schema).
+        let distinct: std::collections::BTreeSet<_> = super::COLUMN_TYPE_WORDS.iter().collect();
+        assert_eq!(distinct.len(), super::COLUMN_TYPE_WORDS.len());
     }
 }

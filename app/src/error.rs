@@ -12,15 +12,20 @@ use serde::{Deserialize, Serialize};
 /// What kind of failure an [`ApiError`] is; decides the HTTP status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub enum ErrorCode {
     BadRequest,
     Unauthorized,
     /// The caller is known but may not do this (e.g. a page of a foreign origin).
     Forbidden,
     NotFound,
+    /// The path exists but does not answer this method.
+    MethodNotAllowed,
     Conflict,
     /// The request body is larger than the server accepts.
     PayloadTooLarge,
+    /// The request body is not of the media type the endpoint reads (JSON).
+    UnsupportedMediaType,
     TooManyRequests,
     Unavailable,
     Internal,
@@ -36,8 +41,10 @@ impl ErrorCode {
             ErrorCode::Unauthorized => 401,
             ErrorCode::Forbidden => 403,
             ErrorCode::NotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
             ErrorCode::Conflict => 409,
             ErrorCode::PayloadTooLarge => 413,
+            ErrorCode::UnsupportedMediaType => 415,
             ErrorCode::TooManyRequests => 429,
             ErrorCode::Unavailable => 503,
             ErrorCode::Internal | ErrorCode::Transport => 500,
@@ -48,6 +55,7 @@ impl ErrorCode {
 /// An error fit to show to the caller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
 #[error("{message}")]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct ApiError {
     pub code: ErrorCode,
     pub message: String,
@@ -81,6 +89,7 @@ impl ApiError {
 /// The HTTP body: the error wrapped in an `error` object, so that a body can grow other
 /// top-level fields without breaking clients.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: ApiError,
 }

@@ -11,6 +11,7 @@ use std::fmt;
 /// Where a job is in its life (see DESIGN.md, "Job life").
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub enum JobStatus {
     Queued,
     Running,
@@ -76,6 +77,7 @@ impl fmt::Display for JobStatus {
 /// The file formats Exportal writes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub enum ExportFormat {
     Csv,
     Ndjson,
@@ -143,6 +145,7 @@ impl fmt::Display for ExportFormat {
 /// What a person (or program) asks to export.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct ExportRequest {
     pub dataset: String,
     pub format: ExportFormat,
@@ -213,6 +216,26 @@ impl Delimiter {
     }
 }
 
+/// The four characters themselves, as serde writes them (the derive would spell the tab `\t`).
+#[cfg(feature = "ssr")]
+impl utoipa::PartialSchema for Delimiter {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::{schema::Type, ObjectBuilder};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(
+                "A CSV field delimiter: only those spreadsheets and CSV readers agree on.",
+            ))
+            .enum_values(Some(
+                Delimiter::ALL.map(|d| char::from(d.byte()).to_string()),
+            ))
+            .into()
+    }
+}
+
+#[cfg(feature = "ssr")]
+impl utoipa::ToSchema for Delimiter {}
+
 /// The longest time zone name accepted (the IANA database's longest is 32 characters).
 pub const MAX_TIME_ZONE_CHARS: usize = 64;
 
@@ -221,6 +244,7 @@ pub const MAX_TIME_ZONE_CHARS: usize = 64;
 /// the options as resolved at submit, so every attempt writes the same file.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct FileOptions {
     /// CSV only: the field delimiter (`,` by default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -258,6 +282,7 @@ impl FileOptions {
 
 /// How far a job has come.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct Progress {
     pub rows: u64,
     pub bytes: u64,
@@ -268,6 +293,7 @@ pub struct Progress {
 
 /// Why a job failed (or was cancelled), in words for the person who asked.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct JobError {
     pub code: JobErrorCode,
     pub message: String,
@@ -344,6 +370,27 @@ impl JobErrorCode {
     }
 }
 
+/// A free string on the wire (unknown words are kept), with the known ones as examples.
+#[cfg(feature = "ssr")]
+impl utoipa::PartialSchema for JobErrorCode {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::{schema::Type, ObjectBuilder};
+        let known: Vec<&str> = JobErrorCode::KNOWN.iter().map(|c| c.as_str()).collect();
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .description(Some(format!(
+                "A stable, machine-readable snake_case reason. Known values: {}; a newer server \
+                 may send others.",
+                known.join(", ")
+            )))
+            .examples(known)
+            .into()
+    }
+}
+
+#[cfg(feature = "ssr")]
+impl utoipa::ToSchema for JobErrorCode {}
+
 impl From<&str> for JobErrorCode {
     fn from(s: &str) -> Self {
         JobErrorCode::KNOWN
@@ -388,6 +435,7 @@ impl fmt::Display for JobErrorCode {
 
 /// The finished file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct FileFacts {
     /// The download name offered to the browser (never used as a storage path).
     pub name: String,
@@ -404,6 +452,7 @@ pub struct FileFacts {
 
 /// One export job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct Job {
     pub id: String,
     /// Who asked; every read, cancel and download checks it.
@@ -432,6 +481,8 @@ pub struct Job {
     pub file: Option<FileFacts>,
     /// Set when the owner asks to cancel a running job; the worker stops soon after.
     #[serde(default)]
+    // Always sent (the default only reads old records).
+    #[cfg_attr(feature = "ssr", schema(required = true))]
     pub cancel_requested: bool,
     /// The token of the attempt that holds the job while it is `running`: only that attempt
     /// may write to it.
@@ -453,6 +504,7 @@ pub struct Job {
     pub ticket: Option<String>,
     /// Bumped by every stored change: the compare-and-set token of the job store.
     #[serde(default)]
+    #[cfg_attr(feature = "ssr", schema(required = true))]
     pub revision: u64,
 }
 
@@ -1113,6 +1165,18 @@ mod tests {
         }
     }
 
+    #[cfg(feature = "ssr")]
+    #[test]
+    fn the_delimiter_schema_lists_what_serde_writes() {
+        let schema = serde_json::to_value(<Delimiter as utoipa::PartialSchema>::schema()).unwrap();
+        let written: Vec<_> = Delimiter::ALL
+            .iter()
+            .map(|d| serde_json::to_value(d).unwrap())
+            .collect();
+        assert_eq!(schema["enum"], serde_json::Value::Array(written));
+        assert_eq!(schema["enum"][2], "\t");
+    }
+
     #[test]
     fn a_request_rejects_unknown_fields_and_defaults_the_optional_ones() {
         let r: ExportRequest =
@@ -1128,6 +1192,7 @@ mod tests {
 
 /// The first rows of an export, shown before it is requested.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 pub struct Preview {
     pub columns: Vec<String>,
     pub rows: Vec<Vec<serde_json::Value>>,

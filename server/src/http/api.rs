@@ -4,41 +4,85 @@
 use crate::blobs::Download;
 use crate::error::{api_error_response, AppError};
 use crate::http::limits::{limit_body, retry_after_secs, too_many, EMPTY_BODY_LIMIT};
+use crate::http::openapi as r;
 use crate::service::Service;
 use crate::state::AppState;
 use app::backend::{Address, Identity};
+use app::catalog::DatasetInfo;
 use app::error::{ApiError, ErrorCode};
-use app::jobs::ExportRequest;
+use app::jobs::{ExportRequest, Job, Preview};
 use axum::body::Body;
-use axum::extract::rejection::JsonRejection;
-use axum::extract::{FromRequest, Path, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::handler::Handler;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{on, MethodFilter, MethodRouter};
 use axum::{Extension, Json, Router};
 use std::sync::Arc;
 
-/// The routes; `max_body` bounds the bodies of preview and submit, and cancel and retry,
-/// which take none, accept almost nothing.
+/// One REST route: the method and path it answers, and its handler with the layers it needs.
+/// The method is given once, so the list of routes the OpenAPI document must cover
+/// ([`route_list`]) is the router's own.
+pub struct ApiRoute {
+    pub method: Method,
+    pub path: &'static str,
+    endpoint: MethodRouter<AppState>,
+}
+
+impl ApiRoute {
+    fn new<H, T>(method: Method, path: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        let filter = MethodFilter::try_from(method.clone()).expect("a method axum can route");
+        ApiRoute {
+            method,
+            path,
+            endpoint: on(filter, handler),
+        }
+    }
+
+    /// Reads at most `limit` bytes of body before the handler runs.
+    fn limit(mut self, limit: usize) -> Self {
+        self.endpoint = self
+            .endpoint
+            .layer(axum::middleware::from_fn_with_state(limit, limit_body));
+        self
+    }
+}
+
+/// Every REST route; `max_body` bounds the bodies of preview and submit, and cancel and retry,
+/// which take none, accept almost nothing. A route added here must also be documented: see
+/// `http/openapi.rs`, whose test compares this list with the document.
+fn table(max_body: usize) -> Vec<ApiRoute> {
+    use Method as M;
+    vec![
+        ApiRoute::new(M::GET, "/api/v1/datasets", datasets),
+        ApiRoute::new(M::POST, "/api/v1/preview", preview).limit(max_body),
+        ApiRoute::new(M::POST, "/api/v1/exports", submit).limit(max_body),
+        ApiRoute::new(M::GET, "/api/v1/exports", list),
+        ApiRoute::new(M::GET, "/api/v1/exports/{id}", get_one),
+        ApiRoute::new(M::POST, "/api/v1/exports/{id}/cancel", cancel).limit(EMPTY_BODY_LIMIT),
+        ApiRoute::new(M::POST, "/api/v1/exports/{id}/retry", retry).limit(EMPTY_BODY_LIMIT),
+        ApiRoute::new(M::GET, "/api/v1/exports/{id}/download", download),
+    ]
+}
+
+/// The (method, path) of every REST route.
+pub fn route_list() -> Vec<(Method, &'static str)> {
+    table(0).into_iter().map(|r| (r.method, r.path)).collect()
+}
+
+/// The REST routes, an error-shaped 404 for any other `/api/` path and an error-shaped 405
+/// for a method a path does not answer.
 pub fn routes(max_body: usize) -> Router<AppState> {
-    let limit = |n: usize| axum::middleware::from_fn_with_state(n, limit_body);
-    Router::new()
-        .route("/api/v1/datasets", get(datasets))
-        .route("/api/v1/preview", post(preview).layer(limit(max_body)))
-        .route(
-            "/api/v1/exports",
-            post(submit).layer(limit(max_body)).get(list),
-        )
-        .route("/api/v1/exports/{id}", get(get_one))
-        .route(
-            "/api/v1/exports/{id}/cancel",
-            post(cancel).layer(limit(EMPTY_BODY_LIMIT)),
-        )
-        .route(
-            "/api/v1/exports/{id}/retry",
-            post(retry).layer(limit(EMPTY_BODY_LIMIT)),
-        )
-        .route("/api/v1/exports/{id}/download", get(download))
+    table(max_body)
+        .into_iter()
+        // Routes on one path merge into one method router.
+        .fold(Router::new(), |router, r| router.route(r.path, r.endpoint))
         .route("/api/{*rest}", axum::routing::any(unknown))
         .method_not_allowed_fallback(method_not_allowed)
 }
@@ -47,13 +91,12 @@ async fn unknown() -> Response {
     api_error_response(ApiError::not_found("No such API endpoint."))
 }
 
-async fn method_not_allowed() -> Response {
-    let mut res = api_error_response(ApiError::new(
-        ErrorCode::BadRequest,
-        "This method is not allowed here.",
-    ));
-    *res.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-    res
+/// The answer to a method a path does not answer; axum adds the `Allow` header.
+pub async fn method_not_allowed() -> Response {
+    api_error_response(ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        "This method is not allowed here; the Allow header lists those that are.",
+    ))
 }
 
 /// A JSON body whose rejection is an [`ApiError`] rather than axum's plain-text answer.
@@ -72,6 +115,11 @@ where
             Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => Err(
                 ApiError::new(ErrorCode::PayloadTooLarge, "The request body is too large.").into(),
             ),
+            Err(JsonRejection::MissingJsonContentType(_)) => Err(ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                "The request body must be JSON, sent with `Content-Type: application/json`.",
+            )
+            .into()),
             // serde's message may quote the user's text: quoted back only in part.
             Err(rejection) => Err(ApiError::bad_request(crate::catalog::quote_long(
                 &rejection.body_text(),
@@ -86,12 +134,45 @@ fn address(from: &Option<Extension<Address>>) -> Option<&str> {
     from.as_ref().map(|Extension(a)| a.0.as_str())
 }
 
+/// A path parameter whose rejection (e.g. percent-encoded bytes that are not UTF-8) is an
+/// [`ApiError`] rather than axum's plain-text answer.
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    Path<T>: FromRequestParts<S, Rejection = PathRejection>,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(ApiPath(v)),
+            Err(rejection) => Err(ApiError::bad_request(crate::catalog::quote_long(
+                &rejection.body_text(),
+            ))
+            .into()),
+        }
+    }
+}
+
 fn service(state: &AppState) -> Result<&Arc<Service>, AppError> {
     state.inner.service.as_ref().ok_or_else(|| {
         ApiError::new(ErrorCode::Unavailable, "This instance runs jobs only.").into()
     })
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/datasets",
+    tag = "datasets",
+    summary = "The datasets this server exports",
+    responses(
+        (status = 200, description = "Each dataset's columns, parameters and formats.", body = Vec<DatasetInfo>),
+        (status = 401, response = r::Unauthorized),
+        (status = 413, response = r::PayloadTooLarge),
+    )
+)]
 async fn datasets(State(state): State<AppState>) -> Result<Response, AppError> {
     Ok(Json(service(&state)?.datasets()).into_response())
 }
@@ -110,6 +191,22 @@ pub fn rate_message(wait: std::time::Duration) -> String {
     )
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/preview",
+    tag = "datasets",
+    summary = "The first rows an export would have, and its estimated row count",
+    request_body = ExportRequest,
+    responses(
+        (status = 200, description = "The first rows, shaped as the chosen format writes them.", body = Preview),
+        (status = 400, response = r::BadRequest),
+        (status = 401, response = r::Unauthorized),
+        (status = 413, response = r::PayloadTooLarge),
+        (status = 415, response = r::UnsupportedMediaType),
+        (status = 429, response = r::TooManyRequests),
+        (status = 503, response = r::Unavailable),
+    )
+)]
 async fn preview(
     State(state): State<AppState>,
     Extension(user): Extension<Identity>,
@@ -121,6 +218,43 @@ async fn preview(
     Ok(Json(service(&state)?.preview(&user.0, &request).await?).into_response())
 }
 
+/// The headers submit reads, for the OpenAPI document (the handler reads them from the
+/// `HeaderMap`, to answer a bad value in the API's error shape).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct SubmitHeaders {
+    /// Makes a retried submit safe: the same key from the same user returns the first job
+    /// (202 again) instead of starting another.
+    #[param(
+        rename = "Idempotency-Key",
+        required = false,
+        min_length = 1,
+        max_length = 200,
+        pattern = "^[!-~]+$"
+    )]
+    idempotency_key: String,
+}
+
+#[utoipa::path(
+    post,
+    path = "/api/v1/exports",
+    tag = "exports",
+    summary = "Submit an export job",
+    request_body = ExportRequest,
+    params(SubmitHeaders),
+    responses(
+        (status = 202, description = "The job, queued (or the job an earlier submit with the same \
+            Idempotency-Key created).", body = Job,
+            headers(("Location" = String, description = "The job's URL: `/api/v1/exports/{id}`."))),
+        (status = 400, response = r::BadRequest),
+        (status = 401, response = r::Unauthorized),
+        (status = 413, response = r::PayloadTooLarge),
+        (status = 415, response = r::UnsupportedMediaType),
+        (status = 429, response = r::TooManyRequests),
+        (status = 503, response = r::Unavailable),
+    )
+)]
 async fn submit(
     State(state): State<AppState>,
     Extension(user): Extension<Identity>,
@@ -149,6 +283,18 @@ async fn submit(
     Ok(res)
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/exports",
+    tag = "exports",
+    summary = "The caller's export jobs, newest first",
+    responses(
+        (status = 200, description = "The caller's most recent jobs.", body = Vec<Job>),
+        (status = 401, response = r::Unauthorized),
+        (status = 413, response = r::PayloadTooLarge),
+        (status = 503, response = r::Unavailable),
+    )
+)]
 async fn list(
     State(state): State<AppState>,
     Extension(user): Extension<Identity>,
@@ -156,19 +302,53 @@ async fn list(
     Ok(Json(service(&state)?.list(&user.0).await?).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/exports/{id}",
+    tag = "exports",
+    summary = "One of the caller's export jobs",
+    params(("id" = String, Path, description = "The export's id, as returned by submit.")),
+    responses(
+        (status = 200, description = "The job.", body = Job),
+        (status = 400, response = r::BadRequest),
+        (status = 401, response = r::Unauthorized),
+        (status = 404, response = r::NotFound),
+        (status = 413, response = r::PayloadTooLarge),
+        (status = 503, response = r::Unavailable),
+    )
+)]
 async fn get_one(
     State(state): State<AppState>,
     Extension(user): Extension<Identity>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, AppError> {
     Ok(Json(service(&state)?.get(&user.0, &id).await?).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/exports/{id}/cancel",
+    tag = "exports",
+    summary = "Cancel an export",
+    description = "A job that is not running is cancelled at once; a running one is marked \
+        (`cancel_requested`) and its worker stops it soon after. Asking again is not an error.",
+    params(("id" = String, Path, description = "The export's id, as returned by submit.")),
+    responses(
+        (status = 200, description = "The job after the request.", body = Job),
+        (status = 400, response = r::BadRequest),
+        (status = 401, response = r::Unauthorized),
+        (status = 404, response = r::NotFound),
+        (status = 409, response = r::Conflict),
+        (status = 413, response = r::PayloadTooLarge),
+        (status = 429, response = r::TooManyRequests),
+        (status = 503, response = r::Unavailable),
+    )
+)]
 async fn cancel(
     State(state): State<AppState>,
     Extension(user): Extension<Identity>,
     from: Option<Extension<Address>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, AppError> {
     Ok(Json(
         service(&state)?
@@ -178,11 +358,28 @@ async fn cancel(
     .into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/exports/{id}/retry",
+    tag = "exports",
+    summary = "Run a failed or cancelled export again, as the same job",
+    params(("id" = String, Path, description = "The export's id, as returned by submit.")),
+    responses(
+        (status = 202, description = "The job, queued again.", body = Job),
+        (status = 400, response = r::BadRequest),
+        (status = 401, response = r::Unauthorized),
+        (status = 404, response = r::NotFound),
+        (status = 409, response = r::Conflict),
+        (status = 413, response = r::PayloadTooLarge),
+        (status = 429, response = r::TooManyRequests),
+        (status = 503, response = r::Unavailable),
+    )
+)]
 async fn retry(
     State(state): State<AppState>,
     Extension(user): Extension<Identity>,
     from: Option<Extension<Address>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, AppError> {
     let job = service(&state)?.retry(&user.0, &id, address(&from)).await?;
     Ok((StatusCode::ACCEPTED, Json(job)).into_response())
@@ -209,11 +406,45 @@ pub fn content_disposition(filename: &str) -> String {
     )
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/exports/{id}/download",
+    tag = "exports",
+    summary = "The file of a succeeded export",
+    description = "Embedded storage streams the file (200); Azure storage redirects (302) to a \
+        link minted for this request only. Neither may be cached.",
+    params(("id" = String, Path, description = "The export's id, as returned by submit.")),
+    responses(
+        (status = 200, description = "The file, with `Content-Disposition: attachment`.",
+            headers(
+                ("Content-Disposition" = String, description = "`attachment` with the file's name."),
+                ("Cache-Control" = String, description = "`private, no-store`."),
+            ),
+            content(
+                (String = "text/csv"),
+                (String = "application/x-ndjson"),
+                (Vec<serde_json::Map<String, serde_json::Value>> = "application/json"),
+                ("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"),
+                ("application/gzip"),
+            )),
+        (status = 302, description = "Go to the file at a short-lived link.",
+            headers(
+                ("Location" = String, description = "The link, valid for a short time."),
+                ("Cache-Control" = String, description = "`private, no-store`."),
+            )),
+        (status = 400, response = r::BadRequest),
+        (status = 401, response = r::Unauthorized),
+        (status = 404, response = r::NotFound),
+        (status = 409, response = r::Conflict),
+        (status = 413, response = r::PayloadTooLarge),
+        (status = 503, response = r::Unavailable),
+    )
+)]
 async fn download(
     State(state): State<AppState>,
     Extension(user): Extension<Identity>,
     from: Option<Extension<Address>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, AppError> {
     let (download, meta) = service(&state)?
         .download(&user.0, &id, address(&from))

@@ -1,5 +1,6 @@
-//! The HTTP surface: the Leptos page and its server functions, the REST API, health probes
-//! and `/ws`. Everything but the probes and `/metrics` runs behind the identity middleware.
+//! The HTTP surface: the Leptos page and its server functions, the REST API and its OpenAPI
+//! document, health probes, `/metrics` and `/ws`. Everything but the probes, `/metrics` and the
+//! document runs behind the identity middleware.
 
 mod admin;
 mod api;
@@ -8,8 +9,9 @@ mod health;
 pub mod limits;
 mod live;
 mod metrics;
+pub mod openapi;
 
-pub use api::{content_disposition, rate_message};
+pub use api::{content_disposition, rate_message, route_list};
 pub use health::ReadyCheck;
 
 use crate::identity::{identify, Identifier};
@@ -24,10 +26,15 @@ use tower_http::trace::TraceLayer;
 
 /// The whole application router.
 pub fn router(state: AppState, identifier: Arc<Identifier>) -> Router {
+    // Outside the identity middleware: probes and the API's description need no user.
+    let datasets = (state.inner.service.as_ref())
+        .map(|s| s.datasets())
+        .unwrap_or_default();
     let probes = Router::new()
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(metrics::scrape));
+        .route("/metrics", get(metrics::scrape))
+        .merge(openapi::routes(&state.inner.settings, &datasets));
     let count_requests =
         axum::middleware::from_fn_with_state(state.inner.metrics.clone(), metrics::track);
     if state.inner.service.is_none() {

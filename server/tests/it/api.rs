@@ -383,7 +383,7 @@ async fn every_bad_request_gets_a_clear_json_error() {
     assert_eq!((status, code.as_str()), (404, "not_found"));
     let (status, code, _) = error_of(alice.get("/api/v1/nothing-here").send().await.unwrap()).await;
     assert_eq!((status, code.as_str()), (404, "not_found"));
-    let (status, _, _) = error_of(
+    let (status, code, _) = error_of(
         alice
             .http
             .delete(server.url("/api/v1/exports"))
@@ -393,7 +393,11 @@ async fn every_bad_request_gets_a_clear_json_error() {
             .unwrap(),
     )
     .await;
-    assert_eq!(status, 405);
+    assert_eq!((status, code.as_str()), (405, "method_not_allowed"));
+    // Percent-encoded bytes that are not UTF-8 cannot be an id: refused in the error shape.
+    let (status, code, _) =
+        error_of(alice.get("/api/v1/exports/%ff%fe").send().await.unwrap()).await;
+    assert_eq!((status, code.as_str()), (400, "bad_request"));
 
     let (status, code, message) =
         error_of(reqwest::get(server.url("/api/v1/exports")).await.unwrap()).await;

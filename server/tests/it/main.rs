@@ -15,6 +15,7 @@ mod http;
 mod injection;
 mod limits;
 mod metrics;
+mod openapi;
 mod process;
 mod queue;
 mod scanner;
