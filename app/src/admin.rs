@@ -14,6 +14,7 @@ pub const MAX_PAGE: usize = 200;
 pub const DEFAULT_PAGE: usize = 50;
 
 /// One page of any user's jobs, newest first.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobsPage {
     pub jobs: Vec<Job>,
@@ -23,6 +24,7 @@ pub struct JobsPage {
 }
 
 /// A running job as operators see it: who runs it and whether it still proves it is alive.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunningJob {
     pub job: Job,
@@ -35,6 +37,7 @@ pub struct RunningJob {
 }
 
 /// The state of the queue.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueueOverview {
     /// Messages in the job queue (visible or held by a worker).
@@ -50,6 +53,7 @@ pub struct QueueOverview {
 }
 
 /// Per dataset, what was exported since a point in time.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DatasetStats {
     pub dataset: String,
@@ -70,6 +74,7 @@ pub struct DatasetStats {
 }
 
 /// `GET /api/v1/admin/stats`.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
     pub since: DateTime<Utc>,
@@ -82,6 +87,7 @@ pub struct Stats {
 }
 
 /// What an audit entry records.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditAction {
@@ -120,6 +126,7 @@ impl AuditAction {
 }
 
 /// One entry of the audit trail: who did what to which job, when, from where.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditEntry {
     /// Time-ordered: a later entry has a greater id.
@@ -134,6 +141,7 @@ pub struct AuditEntry {
     pub dataset: String,
     pub format: ExportFormat,
     /// The export's parameters, columns and options as the job holds them.
+    #[cfg_attr(feature = "ssr", schema(value_type = Object))]
     pub parameters: serde_json::Value,
     /// The caller's address, as the server saw it (the proxy's, unless it is trusted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -141,6 +149,7 @@ pub struct AuditEntry {
 }
 
 /// One page of the audit trail, newest first.
+#[cfg_attr(feature = "ssr", derive(utoipa::ToSchema))]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct AuditPage {
     pub entries: Vec<AuditEntry>,

@@ -4,40 +4,51 @@
 
 use crate::audit::AuditFilter;
 use crate::error::{api_error_response, AppError};
-use crate::http::limits::{limit_body, EMPTY_BODY_LIMIT};
+use crate::http::api::{ApiPath, ApiRoute};
+use crate::http::limits::EMPTY_BODY_LIMIT;
+use crate::http::openapi as r;
 use crate::jobs::JobFilter;
 use crate::service::Service;
 use crate::state::AppState;
-use app::admin::{AuditAction, DEFAULT_PAGE, MAX_PAGE};
+use app::admin::{AuditAction, AuditPage, JobsPage, QueueOverview, Stats, DEFAULT_PAGE, MAX_PAGE};
 use app::backend::{Address, Admin, Identity};
 use app::error::ApiError;
+use app::jobs::Job;
 use app::jobs::JobStatus;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{FromRequestParts, Path, Query, Request, State};
+use axum::extract::{FromRequestParts, Query, Request, State};
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use std::sync::Arc;
 
+/// Every admin route; like the user routes (`api::table`), each must be documented in the
+/// OpenAPI document, whose test compares this list with it.
+fn table() -> Vec<ApiRoute> {
+    use axum::http::Method as M;
+    vec![
+        ApiRoute::new(M::GET, "/api/v1/admin/jobs", jobs),
+        ApiRoute::new(M::GET, "/api/v1/admin/queue", queue),
+        ApiRoute::new(M::POST, "/api/v1/admin/jobs/{id}/cancel", cancel).limit(EMPTY_BODY_LIMIT),
+        ApiRoute::new(M::POST, "/api/v1/admin/jobs/{id}/redrive", redrive).limit(EMPTY_BODY_LIMIT),
+        ApiRoute::new(M::GET, "/api/v1/admin/stats", stats),
+        ApiRoute::new(M::GET, "/api/v1/admin/audit", audit),
+    ]
+}
+
+/// The (method, path) of every admin route.
+pub fn route_list() -> Vec<(axum::http::Method, &'static str)> {
+    table().into_iter().map(|r| (r.method, r.path)).collect()
+}
+
 pub fn routes() -> Router<AppState> {
-    let empty = || axum::middleware::from_fn_with_state(EMPTY_BODY_LIMIT, limit_body);
-    Router::new()
-        .route("/api/v1/admin/jobs", get(jobs))
-        .route("/api/v1/admin/queue", get(queue))
-        .route(
-            "/api/v1/admin/jobs/{id}/cancel",
-            post(cancel).layer(empty()),
-        )
-        .route(
-            "/api/v1/admin/jobs/{id}/redrive",
-            post(redrive).layer(empty()),
-        )
-        .route("/api/v1/admin/stats", get(stats))
-        .route("/api/v1/admin/audit", get(audit))
+    table()
+        .into_iter()
+        .fold(Router::new(), |router, r| router.route(r.path, r.endpoint))
+        .method_not_allowed_fallback(super::api::method_not_allowed)
         .layer(axum::middleware::from_fn(only_admins))
 }
 
@@ -123,16 +134,38 @@ fn time(name: &str, v: Option<String>) -> Result<Option<DateTime<Utc>>, ApiError
     .transpose()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct JobsQuery {
+    /// Only jobs in this status: queued, running, retrying, succeeded, failed, cancelled or expired.
     status: Option<String>,
+    /// Only this user's jobs.
     owner: Option<String>,
+    /// Only jobs of this dataset.
     dataset: Option<String>,
+    /// Jobs per page, 1 to 200 (50 when absent).
     limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/jobs",
+    operation_id = "admin_jobs",
+    tag = "admin",
+    summary = "Anyone's jobs, newest first, one page",
+    description = "Admins only (`EXPORTAL_ADMINS`); everyone else gets 404, as for a route that does not exist.",
+    params(JobsQuery),
+    responses(
+        (status = 200, description = "One page of jobs.", body = JobsPage),
+        (status = 400, response = r::BadRequest),
+        (status = 401, response = r::Unauthorized),
+        (status = 404, response = r::NotFound),
+        (status = 503, response = r::Unavailable),
+    )
+)]
 async fn jobs(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<JobsQuery>,
@@ -157,6 +190,20 @@ async fn jobs(
     Ok(Json(page).into_response())
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/queue",
+    operation_id = "admin_queue",
+    tag = "admin",
+    summary = "The queue: depth, poison depth, running jobs, oldest wait",
+    description = "Admins only; everyone else gets 404.",
+    responses(
+        (status = 200, description = "The queue now.", body = QueueOverview),
+        (status = 401, response = r::Unauthorized),
+        (status = 404, response = r::NotFound),
+        (status = 503, response = r::Unavailable),
+    )
+)]
 async fn queue(State(state): State<AppState>) -> Result<Response, AppError> {
     Ok(Json(service(&state)?.queue_overview().await?).into_response())
 }
@@ -165,11 +212,29 @@ fn address(a: Option<Extension<Address>>) -> Option<String> {
     a.map(|Extension(a)| a.0)
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/jobs/{id}/cancel",
+    operation_id = "admin_cancel",
+    tag = "admin",
+    summary = "Cancel anyone's job",
+    description = "Admins only; everyone else gets 404. Recorded in the audit trail.",
+    params(("id" = String, Path, description = "The job's id.")),
+    responses(
+        (status = 200, description = "The job after the request.", body = Job),
+        (status = 400, response = r::BadRequest),
+        (status = 401, response = r::Unauthorized),
+        (status = 404, response = r::NotFound),
+        (status = 409, response = r::Conflict),
+        (status = 413, response = r::PayloadTooLarge),
+        (status = 503, response = r::Unavailable),
+    )
+)]
 async fn cancel(
     State(state): State<AppState>,
     Extension(admin): Extension<Identity>,
     from: Option<Extension<Address>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, AppError> {
     let job = service(&state)?
         .admin_cancel(&admin.0, &id, address(from).as_deref())
@@ -177,11 +242,31 @@ async fn cancel(
     Ok(Json(job).into_response())
 }
 
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/jobs/{id}/redrive",
+    operation_id = "admin_redrive",
+    tag = "admin",
+    summary = "Send a failed or cancelled job back to the queue",
+    description = "Admins only; everyone else gets 404. Attempts start again from zero, outside the \
+        owner's limit of active jobs; the job's messages in the poison queue are removed. Recorded \
+        in the audit trail.",
+    params(("id" = String, Path, description = "The job's id.")),
+    responses(
+        (status = 202, description = "The job, queued again.", body = Job),
+        (status = 400, response = r::BadRequest),
+        (status = 401, response = r::Unauthorized),
+        (status = 404, response = r::NotFound),
+        (status = 409, response = r::Conflict),
+        (status = 413, response = r::PayloadTooLarge),
+        (status = 503, response = r::Unavailable),
+    )
+)]
 async fn redrive(
     State(state): State<AppState>,
     Extension(admin): Extension<Identity>,
     from: Option<Extension<Address>>,
-    Path(id): Path<String>,
+    ApiPath(id): ApiPath<String>,
 ) -> Result<Response, AppError> {
     let job = service(&state)?
         .redrive(&admin.0, &id, address(from).as_deref())
@@ -189,12 +274,30 @@ async fn redrive(
     Ok((axum::http::StatusCode::ACCEPTED, Json(job)).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct StatsQuery {
+    /// Jobs created from this time on (RFC 3339); 24 hours ago when absent.
     since: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/stats",
+    operation_id = "admin_stats",
+    tag = "admin",
+    summary = "Per dataset: exports, rows, bytes, failures and p50/p95 duration",
+    description = "Admins only; everyone else gets 404.",
+    params(StatsQuery),
+    responses(
+        (status = 200, description = "The figures since `since`.", body = Stats),
+        (status = 400, response = r::BadRequest),
+        (status = 401, response = r::Unauthorized),
+        (status = 404, response = r::NotFound),
+        (status = 503, response = r::Unavailable),
+    )
+)]
 async fn stats(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<StatsQuery>,
@@ -204,18 +307,42 @@ async fn stats(
     Ok(Json(service(&state)?.stats(since).await?).into_response())
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
+    /// Only what this identity did.
     actor: Option<String>,
+    /// Only this action: submit, cancel, retry, download, admin_cancel or admin_redrive.
     action: Option<String>,
+    /// Only entries about this job.
     job: Option<String>,
+    /// Only entries about this dataset.
     dataset: Option<String>,
+    /// Only entries from this time on (RFC 3339).
     since: Option<String>,
+    /// Entries per page, 1 to 200 (50 when absent).
     limit: Option<usize>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/audit",
+    operation_id = "admin_audit",
+    tag = "admin",
+    summary = "The audit trail, newest first, one page",
+    description = "Admins only; everyone else gets 404.",
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "One page of entries.", body = AuditPage),
+        (status = 400, response = r::BadRequest),
+        (status = 401, response = r::Unauthorized),
+        (status = 404, response = r::NotFound),
+        (status = 503, response = r::Unavailable),
+    )
+)]
 async fn audit(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<AuditQuery>,

@@ -28,11 +28,11 @@ use std::sync::Arc;
 pub struct ApiRoute {
     pub method: Method,
     pub path: &'static str,
-    endpoint: MethodRouter<AppState>,
+    pub(super) endpoint: MethodRouter<AppState>,
 }
 
 impl ApiRoute {
-    fn new<H, T>(method: Method, path: &'static str, handler: H) -> Self
+    pub(super) fn new<H, T>(method: Method, path: &'static str, handler: H) -> Self
     where
         H: Handler<T, AppState>,
         T: 'static,
@@ -46,7 +46,7 @@ impl ApiRoute {
     }
 
     /// Reads at most `limit` bytes of body before the handler runs.
-    fn limit(mut self, limit: usize) -> Self {
+    pub(super) fn limit(mut self, limit: usize) -> Self {
         self.endpoint = self
             .endpoint
             .layer(axum::middleware::from_fn_with_state(limit, limit_body));

@@ -11,7 +11,16 @@ mod live;
 mod metrics;
 pub mod openapi;
 
-pub use api::{content_disposition, rate_message, route_list};
+pub use api::{content_disposition, rate_message};
+
+/// The (method, path) of every REST route, the admin routes included: what the OpenAPI
+/// document must describe.
+pub fn route_list() -> Vec<(axum::http::Method, &'static str)> {
+    api::route_list()
+        .into_iter()
+        .chain(admin::route_list())
+        .collect()
+}
 pub use health::ReadyCheck;
 
 use crate::identity::{identify, Identifier};

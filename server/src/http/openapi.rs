@@ -12,7 +12,7 @@
 //! fails while a route of `api::route_list` is missing here (or documented but not routed); a
 //! module with routes of its own (`admin`, …) adds its `route_list` to that test.
 
-use super::api;
+use super::{admin, api};
 use crate::config::{Auth, Settings};
 use crate::identity::{LEGACY_COOKIE_NAME, PROXY_SECRET_HEADER};
 use app::catalog::DatasetInfo;
@@ -45,6 +45,12 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
         api::cancel,
         api::retry,
         api::download,
+        admin::jobs,
+        admin::queue,
+        admin::cancel,
+        admin::redrive,
+        admin::stats,
+        admin::audit,
     ),
     components(
         schemas(ErrorBody),
@@ -61,7 +67,8 @@ pub const OPENAPI_PATH: &str = "/api/v1/openapi.json";
     ),
     tags(
         (name = "datasets", description = "What can be exported"),
-        (name = "exports", description = "Export jobs and their files")
+        (name = "exports", description = "Export jobs and their files"),
+        (name = "admin", description = "For admins (`EXPORTAL_ADMINS`) only: anyone else gets 404")
     )
 )]
 pub struct ApiDoc;
@@ -288,7 +295,7 @@ mod tests {
 
     #[test]
     fn every_rest_route_is_documented() {
-        let routed: BTreeSet<(String, String)> = api::route_list()
+        let routed: BTreeSet<(String, String)> = super::super::route_list()
             .into_iter()
             .map(|(method, path)| (method.to_string(), path.to_string()))
             .collect();
