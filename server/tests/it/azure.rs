@@ -32,7 +32,7 @@ pub(crate) fn settings() -> AzureSettings {
         queue: format!("q{tag}"),
         files_container: format!("f{tag}"),
         jobs_container: format!("j{tag}"),
-        api_version: None,
+        ca_file: None,
     }
 }
 
