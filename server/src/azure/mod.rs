@@ -253,7 +253,8 @@ pub fn explain(what: &str, e: &azure_core::Error) -> String {
             let status = u16::from(*status);
             match (status, code.as_str()) {
                 (403, "AuthenticationFailed") => format!(
-                    "{what}: the storage account rejected the credentials (403 AuthenticationFailed): check the account key or SAS"
+                    "{what}: the storage account rejected the credentials (403 AuthenticationFailed): check the account key or SAS, \
+                     or with Entra ID that the token is issued for this account (tenant, audience)"
                 ),
                 (403, "AuthorizationPermissionMismatch" | "AuthorizationFailure") => format!(
                     "{what}: the identity is not allowed to do this (403 {code}): grant it the roles \
@@ -265,11 +266,30 @@ pub fn explain(what: &str, e: &azure_core::Error) -> String {
             }
         }
         ErrorKind::Io | ErrorKind::Connection => {
-            format!("{what}: cannot reach the storage endpoint ({e})")
+            format!("{what}: cannot reach the storage endpoint ({})", causes(e))
         }
-        ErrorKind::Credential => format!("{what}: no Entra ID token could be obtained ({e})"),
+        ErrorKind::Credential => format!(
+            "{what}: no Entra ID token could be obtained ({})",
+            causes(e)
+        ),
         _ => format!("{what}: {e}"),
     }
+}
+
+/// An error and what caused it: the SDK's retry policy reports only that it gave up, while the
+/// cause an operator can act on (a refused connection, an untrusted certificate) is below it.
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let line = cause.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The HTTP status and storage error code of a failed call.
@@ -309,5 +329,24 @@ mod tests {
         );
         assert_eq!(account("https://[::1]:10000/dev2"), "dev2");
         assert_eq!(account("https://localhost:10000/dev3"), "dev3");
+    }
+
+    /// Azurite has no role assignments, so this answer is only ever seen on a real account;
+    /// the words an operator reads are checked here against the error the SDK makes of it.
+    #[test]
+    fn a_missing_role_is_named_with_the_roles_to_grant() {
+        let e = azure_core::Error::with_message(
+            ErrorKind::HttpResponse {
+                status: azure_core::http::StatusCode::Forbidden,
+                error_code: Some("AuthorizationPermissionMismatch".into()),
+                raw_response: None,
+            },
+            "This request is not authorized to perform this operation using this permission.",
+        );
+        assert_eq!(
+            explain("creating the job queue", &e),
+            "creating the job queue: the identity is not allowed to do this (403 AuthorizationPermissionMismatch): \
+             grant it the roles Storage Blob Data Contributor and Storage Queue Data Contributor"
+        );
     }
 }
