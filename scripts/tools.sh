@@ -2,7 +2,8 @@
 # Installs the build tools Exportal needs, idempotently, from the package registries only.
 #
 #   scripts/tools.sh build   wasm target, cargo-leptos, wasm-bindgen CLI, npm packages (wasm-opt)
-#   scripts/tools.sh test    the above + Chromium, SQLite, PostgreSQL, MariaDB (Debian packages)
+#   scripts/tools.sh test    the above + cargo-nextest, and Chromium, SQLite, PostgreSQL, MariaDB,
+#                            openssl (the keyless Azurite's CA) and curl (Debian packages)
 #
 # Every step checks first, so a second run takes seconds.
 set -euo pipefail
@@ -76,6 +77,8 @@ if [ "$what" = test ]; then
   command -v sqlite3 >/dev/null || need+=(sqlite3)
   [ -d /usr/lib/postgresql ] && ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
   command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
+  command -v openssl >/dev/null || need+=(openssl)
+  command -v curl >/dev/null || need+=(curl)
   if [ ${#need[@]} -gt 0 ]; then
     log "installing Debian packages: ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
