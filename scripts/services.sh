@@ -3,9 +3,9 @@
 #
 #   source scripts/services.sh; start_services "$work"
 #
-# Exports EXPORTAL_TEST_POSTGRES_URL, EXPORTAL_TEST_MYSQL_URL and EXPORTAL_TEST_AZURE_CONNECTION_STRING
-# for the tests, and the
-# servers' PIDs for stop_services (only these processes are ever stopped).
+# Exports EXPORTAL_TEST_POSTGRES_URL, EXPORTAL_TEST_MYSQL_URL, EXPORTAL_TEST_AZURE_CONNECTION_STRING
+# and the keyless Azurite's EXPORTAL_TEST_AZURE_HTTPS_{BLOB,QUEUE}_URL and EXPORTAL_TEST_AZURE_CA_FILE
+# for the tests, and the servers' PIDs for stop_services (only these processes are ever stopped).
 # shellcheck shell=bash
 
 SERVICE_PIDS=()
@@ -59,6 +59,7 @@ start_services() {
   start_postgres "$1"
   start_mariadb "$1"
   start_azurite "$1"
+  start_azurite_https "$1"
 }
 
 stop_services() {
@@ -88,4 +89,38 @@ start_azurite() {
     sleep 0.1
   done
   export EXPORTAL_TEST_AZURE_CONNECTION_STRING="DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:$bp/devstoreaccount1;QueueEndpoint=http://127.0.0.1:$qp/devstoreaccount1;"
+}
+
+# A second Azurite for the keyless path: HTTPS with a certificate from a CA made here, for this
+# run only, and `--oauth basic`, so that it takes Entra ID bearer tokens (it checks their
+# claims, not their signature) and hands out user delegation keys. The tests trust that CA
+# through EXPORTAL_AZURE_CA_FILE, never by switching verification off.
+start_azurite_https() {
+  local dir=$1/azurite-https bp qp tp
+  bp=$(free_port); qp=$(free_port); tp=$(free_port)
+  mkdir -p "$dir"
+  (
+    cd "$dir"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+      -subj "/CN=Exportal test CA" -keyout ca-key.pem -out ca.pem \
+      -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=127.0.0.1" \
+      -keyout key.pem -out server.csr
+    printf 'subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' >server.ext
+    openssl x509 -req -in server.csr -CA ca.pem -CAkey ca-key.pem -CAcreateserial -days 2 \
+      -extfile server.ext -out cert.pem
+  ) >"$dir/openssl.log" 2>&1 || { cat "$dir/openssl.log"; return 1; }
+  end2end/node_modules/.bin/azurite --silent --location "$dir/data" --blobHost 127.0.0.1 --queueHost 127.0.0.1 \
+    --tableHost 127.0.0.1 --blobPort "$bp" --queuePort "$qp" --tablePort "$tp" \
+    --oauth basic --cert "$dir/cert.pem" --key "$dir/key.pem" \
+    --disableTelemetry >"$dir/azurite.log" 2>&1 &
+  SERVICE_PIDS+=($!)
+  for _ in $(seq 1 100); do
+    curl -s -o /dev/null --cacert "$dir/ca.pem" "https://127.0.0.1:$bp/" &&
+      curl -s -o /dev/null --cacert "$dir/ca.pem" "https://127.0.0.1:$qp/" && break
+    sleep 0.1
+  done
+  export EXPORTAL_TEST_AZURE_HTTPS_BLOB_URL="https://127.0.0.1:$bp/devstoreaccount1"
+  export EXPORTAL_TEST_AZURE_HTTPS_QUEUE_URL="https://127.0.0.1:$qp/devstoreaccount1"
+  export EXPORTAL_TEST_AZURE_CA_FILE="$dir/ca.pem"
 }

@@ -21,7 +21,7 @@ source scripts/services.sh
 cleanup() { stop_services; rm -rf "$work"; }
 trap cleanup EXIT
 
-step "starting PostgreSQL and MariaDB on free loopback ports"
+step "starting PostgreSQL, MariaDB and Azurite (HTTP; HTTPS with OAuth) on free loopback ports"
 start_services "$work"
 
 step "browser tests (cargo leptos end-to-end)"

@@ -2,7 +2,8 @@
 # Installs the build tools Exportal needs, idempotently, from the package registries only.
 #
 #   scripts/tools.sh build   wasm target, cargo-leptos, wasm-bindgen CLI, npm packages (wasm-opt)
-#   scripts/tools.sh test    the above + Chromium, SQLite, PostgreSQL, MariaDB (Debian packages),
+#   scripts/tools.sh test    the above + cargo-nextest, and Chromium, SQLite, PostgreSQL, MariaDB,
+#                            openssl (the keyless Azurite's CA) and curl (Debian packages),
 #                            Schemathesis and an OpenAPI validator (PyPI, in target/venv)
 #
 # Every step checks first, so a second run takes seconds.
@@ -82,6 +83,8 @@ if [ "$what" = test ]; then
   command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server)
   # Debian's python3 makes virtualenvs only with python3-venv (which brings ensurepip).
   python3 -c 'import ensurepip' 2>/dev/null || need+=(python3-venv)
+  command -v openssl >/dev/null || need+=(openssl)
+  command -v curl >/dev/null || need+=(curl)
   if [ ${#need[@]} -gt 0 ]; then
     log "installing Debian packages: ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive

@@ -188,12 +188,6 @@ pub const SETTINGS: &[SettingSpec] = &[
         help: "Azure: the container for job records. Created if missing.",
     },
     SettingSpec {
-        key: "azure_api_version",
-        env: "EXPORTAL_AZURE_API_VERSION",
-        default: "(the SDK's)",
-        help: "Azure: the x-ms-version to send, e.g. 2025-11-05 for an Azurite that checks versions.",
-    },
-    SettingSpec {
         key: "public_url",
         env: "EXPORTAL_PUBLIC_URL",
         default: "(none)",
@@ -343,6 +337,13 @@ pub const SETTINGS: &[SettingSpec] = &[
         default: "(none: /metrics is open)",
         help: "When set, GET /metrics requires `Authorization: Bearer <token>` (at least 16 visible ASCII \
                characters; compared in constant time). /metrics never needs a user identity.",
+    },
+    SettingSpec {
+        key: "azure_ca_file",
+        env: "EXPORTAL_AZURE_CA_FILE",
+        default: "(none: the system's roots)",
+        help: "Azure: a PEM file of the CA certificates that storage endpoints' certificates must chain to; \
+               when set, storage calls trust these roots only (a private CA, an emulator over HTTPS).",
     },
 ];
 
@@ -972,7 +973,7 @@ impl Command {
                     queue: name("azure_queue", "exportal-jobs")?,
                     files_container: name("azure_files_container", "exportal-files")?,
                     jobs_container: name("azure_jobs_container", "exportal-jobs")?,
-                    api_version: raw("azure_api_version").map(|(v, _)| v),
+                    ca_file: raw("azure_ca_file").map(|(v, _)| PathBuf::from(v)),
                 };
                 parse(or_default(raw("storage"), "local"), |v| {
                     match v {

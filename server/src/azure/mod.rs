@@ -10,13 +10,14 @@
 pub mod connection;
 pub mod policy;
 pub mod sas;
+pub mod tls;
 
 use crate::config::Secret;
 use anyhow::Context as _;
 use azure_core::credentials::TokenCredential;
 use azure_core::error::ErrorKind;
 use azure_core::http::{
-    policies::Policy, ClientOptions, ExponentialRetryOptions, RetryOptions, Url,
+    policies::Policy, ClientOptions, ExponentialRetryOptions, RetryOptions, Transport, Url,
 };
 use azure_storage_blob::{BlobContainerClient, BlobServiceClient, BlobServiceClientOptions};
 use azure_storage_queue::{QueueClient, QueueServiceClient, QueueServiceClientOptions};
@@ -33,8 +34,8 @@ pub struct AzureSettings {
     pub queue: String,
     pub files_container: String,
     pub jobs_container: String,
-    /// `x-ms-version` to send (the SDK's default when absent).
-    pub api_version: Option<String>,
+    /// PEM roots that storage endpoints' certificates must chain to, instead of the system's.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// How download links are made.
@@ -72,9 +73,10 @@ pub struct AzureClients {
 /// The time a single storage call may take before it counts as failed.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(20);
 
-fn client_options(policies: Vec<Arc<dyn Policy>>) -> ClientOptions {
+fn client_options(policies: Vec<Arc<dyn Policy>>, transport: Option<Transport>) -> ClientOptions {
     ClientOptions {
         per_try_policies: policies,
+        transport,
         // The SDK's default (8 retries over 60 s) makes a wrong endpoint look like a hang; the
         // worker has retries of its own.
         retry: RetryOptions::exponential(ExponentialRetryOptions {
@@ -98,6 +100,16 @@ fn url_with(endpoint: &str, sas: Option<&str>) -> anyhow::Result<Url> {
 
 /// Builds the clients from the settings; makes no request.
 pub fn clients(settings: &AzureSettings) -> anyhow::Result<AzureClients> {
+    clients_with(settings, None)
+}
+
+/// Like [`clients`]; without a connection string, `entra` (when given) replaces the Entra ID
+/// credential this environment would provide, as a test's token issuer does.
+pub fn clients_with(
+    settings: &AzureSettings,
+    entra: Option<Arc<dyn TokenCredential>>,
+) -> anyhow::Result<AzureClients> {
+    let transport = tls::transport(settings.ca_file.as_deref())?;
     let mut policies: Vec<Arc<dyn Policy>> = Vec::new();
     let mut sas: Option<String> = None;
     let mut credential: Option<Arc<dyn TokenCredential>> = None;
@@ -133,19 +145,16 @@ pub fn clients(settings: &AzureSettings) -> anyhow::Result<AzureClients> {
                 .queue_url
                 .clone()
                 .context("EXPORTAL_AZURE_QUEUE_URL is needed when AZURE_STORAGE_CONNECTION_STRING is not set")?;
-            let entra = entra_credential()?;
+            let entra = match entra {
+                Some(given) => given,
+                None => entra_credential()?,
+            };
             credential = Some(entra.clone());
-            let account = Url::parse(&blob)
-                .ok()
-                .and_then(|u| {
-                    u.host_str()
-                        .map(|h| h.split('.').next().unwrap_or(h).to_string())
-                })
-                .unwrap_or_default();
+            let account = account_of(&url_with(&blob, None)?);
             let service = BlobServiceClient::new(
                 url_with(&blob, None)?,
                 Some(entra),
-                Some(blob_options(settings, vec![])),
+                Some(blob_options(vec![], transport.clone())),
             )
             .context("cannot create the blob client")?;
             let description = format!("{blob} (Entra ID)");
@@ -163,18 +172,15 @@ pub fn clients(settings: &AzureSettings) -> anyhow::Result<AzureClients> {
     let blob_service = BlobServiceClient::new(
         url_with(&blob_endpoint, sas.as_deref())?,
         credential.clone(),
-        Some(blob_options(settings, policies.clone())),
+        Some(blob_options(policies.clone(), transport.clone())),
     )
     .context("cannot create the blob client")?;
     let queue_service = QueueServiceClient::new(
         url_with(&queue_endpoint, sas.as_deref())?,
         credential,
         Some(QueueServiceClientOptions {
-            client_options: client_options(policies),
-            version: settings
-                .api_version
-                .clone()
-                .unwrap_or_else(|| QueueServiceClientOptions::default().version),
+            client_options: client_options(policies, transport),
+            ..Default::default()
         }),
     )
     .context("cannot create the queue client")?;
@@ -191,15 +197,32 @@ pub fn clients(settings: &AzureSettings) -> anyhow::Result<AzureClients> {
 }
 
 fn blob_options(
-    settings: &AzureSettings,
     policies: Vec<Arc<dyn Policy>>,
+    transport: Option<Transport>,
 ) -> BlobServiceClientOptions {
     BlobServiceClientOptions {
-        client_options: client_options(policies),
-        version: settings
-            .api_version
-            .clone()
-            .unwrap_or_else(|| BlobServiceClientOptions::default().version),
+        client_options: client_options(policies, transport),
+        ..Default::default()
+    }
+}
+
+/// The account a service URL names, which a user-delegation SAS must sign: the first label
+/// of the host (`acct.blob.core.windows.net`), or the first path segment when the host is an
+/// address or `localhost` (the emulator's path-style `https://127.0.0.1:10000/devstoreaccount1`).
+fn account_of(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    let address = host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<std::net::IpAddr>()
+        .is_ok();
+    if address || host == "localhost" {
+        url.path_segments()
+            .and_then(|mut s| s.next())
+            .unwrap_or_default()
+            .to_string()
+    } else {
+        host.split('.').next().unwrap_or(host).to_string()
     }
 }
 
@@ -230,7 +253,8 @@ pub fn explain(what: &str, e: &azure_core::Error) -> String {
             let status = u16::from(*status);
             match (status, code.as_str()) {
                 (403, "AuthenticationFailed") => format!(
-                    "{what}: the storage account rejected the credentials (403 AuthenticationFailed): check the account key or SAS"
+                    "{what}: the storage account rejected the credentials (403 AuthenticationFailed): check the account key or SAS, \
+                     or with Entra ID that the token is issued for this account (tenant, audience)"
                 ),
                 (403, "AuthorizationPermissionMismatch" | "AuthorizationFailure") => format!(
                     "{what}: the identity is not allowed to do this (403 {code}): grant it the roles \
@@ -242,11 +266,30 @@ pub fn explain(what: &str, e: &azure_core::Error) -> String {
             }
         }
         ErrorKind::Io | ErrorKind::Connection => {
-            format!("{what}: cannot reach the storage endpoint ({e})")
+            format!("{what}: cannot reach the storage endpoint ({})", causes(e))
         }
-        ErrorKind::Credential => format!("{what}: no Entra ID token could be obtained ({e})"),
+        ErrorKind::Credential => format!(
+            "{what}: no Entra ID token could be obtained ({})",
+            causes(e)
+        ),
         _ => format!("{what}: {e}"),
     }
+}
+
+/// An error and what caused it: the SDK's retry policy reports only that it gave up, while the
+/// cause an operator can act on (a refused connection, an untrusted certificate) is below it.
+fn causes(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let line = cause.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// The HTTP status and storage error code of a failed call.
@@ -270,4 +313,40 @@ pub async fn timed<T>(
             CALL_TIMEOUT.as_secs()
         )
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_account_comes_from_the_host_or_from_an_emulator_path() {
+        let account = |u: &str| account_of(&Url::parse(u).unwrap());
+        assert_eq!(account("https://acme.blob.core.windows.net"), "acme");
+        assert_eq!(
+            account("https://127.0.0.1:10000/devstoreaccount1"),
+            "devstoreaccount1"
+        );
+        assert_eq!(account("https://[::1]:10000/dev2"), "dev2");
+        assert_eq!(account("https://localhost:10000/dev3"), "dev3");
+    }
+
+    /// Azurite has no role assignments, so this answer is only ever seen on a real account;
+    /// the words an operator reads are checked here against the error the SDK makes of it.
+    #[test]
+    fn a_missing_role_is_named_with_the_roles_to_grant() {
+        let e = azure_core::Error::with_message(
+            ErrorKind::HttpResponse {
+                status: azure_core::http::StatusCode::Forbidden,
+                error_code: Some("AuthorizationPermissionMismatch".into()),
+                raw_response: None,
+            },
+            "This request is not authorized to perform this operation using this permission.",
+        );
+        assert_eq!(
+            explain("creating the job queue", &e),
+            "creating the job queue: the identity is not allowed to do this (403 AuthorizationPermissionMismatch): \
+             grant it the roles Storage Blob Data Contributor and Storage Queue Data Contributor"
+        );
+    }
 }

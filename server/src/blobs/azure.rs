@@ -55,13 +55,57 @@ impl AzureBlobStore {
         }
     }
 
-    /// Creates the container if missing (an existing one is not an error).
+    /// Creates the container if missing (an existing one is not an error). Without a key,
+    /// also obtains the user delegation key: an identity that may write blobs but not sign
+    /// links would otherwise start, run exports, and fail at the first download.
     pub async fn ensure(&self) -> Result<(), String> {
         match timed("creating the files container", self.container.create(None)).await? {
-            Ok(_) => Ok(()),
-            Err(e) if status_of(&e).0 == Some(409) => Ok(()),
-            Err(e) => Err(explain("creating the files container", &e)),
+            Ok(_) => {}
+            Err(e) if status_of(&e).0 == Some(409) => {}
+            Err(e) => return Err(explain("creating the files container", &e)),
         }
+        if let Links::Delegation { service, .. } = &self.links {
+            self.delegation_key(service).await.map_err(|e| match e {
+                BlobError::Io(message) => message,
+                other => other.to_string(),
+            })?;
+        }
+        Ok(())
+    }
+
+    /// The cached user delegation key, asked for again when less than 30 minutes are left.
+    async fn delegation_key(
+        &self,
+        service: &azure_storage_blob::BlobServiceClient,
+    ) -> Result<azure_storage_common::models::UserDelegationKey, BlobError> {
+        use azure_core::time::{Duration as AzDuration, OffsetDateTime};
+        let now = chrono::Utc::now();
+        let mut cached = self.delegation.lock().await;
+        if let Some((key, expiry)) = cached.as_ref() {
+            if *expiry > now + chrono::Duration::minutes(30) {
+                return Ok(key.clone());
+            }
+        }
+        let start = OffsetDateTime::now_utc();
+        let info = azure_storage_blob::models::KeyInfo {
+            start: Some(start),
+            expiry: Some(start + AzDuration::hours(6)),
+            ..Default::default()
+        };
+        let content = info
+            .try_into()
+            .map_err(|e| io("asking for a user delegation key", e))?;
+        let key = timed(
+            "asking for a user delegation key",
+            service.get_user_delegation_key(content, None),
+        )
+        .await
+        .map_err(BlobError::Io)?
+        .map_err(|e| io("asking for a user delegation key", e))?
+        .into_model()
+        .map_err(|e| io("reading the user delegation key", e))?;
+        *cached = Some((key.clone(), now + chrono::Duration::hours(6)));
+        Ok(key)
     }
 
     async fn delegation_sas(
@@ -73,35 +117,9 @@ impl AzureBlobStore {
         ttl: Duration,
     ) -> Result<String, BlobError> {
         use azure_core::time::{Duration as AzDuration, OffsetDateTime};
-        let now = chrono::Utc::now();
-        let mut cached = self.delegation.lock().await;
-        let fresh = cached
-            .as_ref()
-            .is_some_and(|(_, expiry)| *expiry > now + chrono::Duration::minutes(30));
-        if !fresh {
-            let start = OffsetDateTime::now_utc();
-            let info = azure_storage_blob::models::KeyInfo {
-                start: Some(start),
-                expiry: Some(start + AzDuration::hours(6)),
-                ..Default::default()
-            };
-            let content = info
-                .try_into()
-                .map_err(|e| io("asking for a user delegation key", e))?;
-            let key = timed(
-                "asking for a user delegation key",
-                service.get_user_delegation_key(content, None),
-            )
-            .await
-            .map_err(BlobError::Io)?
-            .map_err(|e| io("asking for a user delegation key", e))?
-            .into_model()
-            .map_err(|e| io("reading the user delegation key", e))?;
-            *cached = Some((key, now + chrono::Duration::hours(6)));
-        }
-        let (key, _) = cached.as_ref().expect("set above");
+        let key = self.delegation_key(service).await?;
         let expiry = OffsetDateTime::now_utc() + AzDuration::seconds(ttl.as_secs() as i64);
-        let builder = azure_storage_sas::SasBuilder::new(account, key, expiry)
+        let builder = azure_storage_sas::SasBuilder::new(account, &key, expiry)
             .map_err(|e| io("signing a download link", e))?;
         Ok(builder
             .blob(

@@ -32,7 +32,7 @@ pub(crate) fn settings() -> AzureSettings {
         queue: format!("q{tag}"),
         files_container: format!("f{tag}"),
         jobs_container: format!("j{tag}"),
-        api_version: None,
+        ca_file: None,
     }
 }
 
@@ -52,20 +52,29 @@ pub(crate) fn settings_args(s: &AzureSettings) -> Vec<String> {
 }
 
 async fn queue() -> Arc<dyn Queue> {
-    let c = azure::clients(&settings()).unwrap();
+    queue_from(azure::clients(&settings()).unwrap()).await
+}
+
+pub(crate) async fn queue_from(c: azure::AzureClients) -> Arc<dyn Queue> {
     let q = AzureQueue::new(c.queue, c.poison);
     q.ensure().await.unwrap();
     Arc::new(q)
 }
 
-async fn blobs() -> (AzureBlobStore, azure::AzureClients) {
-    let s = settings();
-    let store = AzureBlobStore::new(
-        azure::clients(&s).unwrap().files,
-        azure::clients(&s).unwrap().links,
-    );
+/// Fresh clients for one account and one set of names; each call is another "process", with
+/// its own view of the ETags. The keyless tests run the same suites through their own.
+pub(crate) type Connect<'a> = &'a (dyn Fn() -> azure::AzureClients + Sync);
+
+pub(crate) async fn blob_store(connect: Connect<'_>) -> AzureBlobStore {
+    let clients = connect();
+    let store = AzureBlobStore::new(clients.files, clients.links);
     store.ensure().await.unwrap();
-    (store, azure::clients(&s).unwrap())
+    store
+}
+
+async fn blobs() -> AzureBlobStore {
+    let s = settings();
+    blob_store(&|| azure::clients(&s).unwrap()).await
 }
 
 #[tokio::test]
@@ -166,7 +175,33 @@ async fn a_wrong_endpoint_fails_at_start_up_quickly_and_clearly() {
 
 #[tokio::test]
 async fn download_links_are_read_only_short_lived_and_for_one_blob() {
-    let (store, _) = blobs().await;
+    download_links_suite(&blobs().await, &reqwest_rustls::Client::new()).await;
+}
+
+/// The answer to a refused link, as the storage service gave it (printed for the record).
+async fn refusal(what: &str, res: reqwest_rustls::Response) -> u16 {
+    let status = res.status().as_u16();
+    let code = res
+        .headers()
+        .get("x-ms-error-code")
+        .map(|v| v.to_str().unwrap_or_default().to_string())
+        .unwrap_or_default();
+    let body = res.text().await.unwrap_or_default();
+    let message = body
+        .split("<Message>")
+        .nth(1)
+        .and_then(|m| m.split("</Message>").next())
+        .unwrap_or(&body);
+    println!(
+        "{what}: {status} {code}: {}",
+        message.lines().next().unwrap_or_default()
+    );
+    status
+}
+
+/// Links open the right bytes with the right filename, and only for reading that one blob
+/// until they expire. `http` trusts the storage endpoint's certificate.
+pub(crate) async fn download_links_suite(store: &AzureBlobStore, http: &reqwest_rustls::Client) {
     let meta = BlobMeta {
         content_type: "text/csv".into(),
         filename: "orders-2026-11-27.csv".into(),
@@ -187,7 +222,6 @@ async fn download_links_are_read_only_short_lived_and_for_one_blob() {
         panic!("a key credential gives redirects")
     };
     assert!(url.contains("sp=r") && url.contains("sig="), "{url}");
-    let http = reqwest::Client::new();
     let res = http.get(&url).send().await.unwrap();
     assert_eq!(res.status(), 200);
     assert_eq!(
@@ -199,31 +233,35 @@ async fn download_links_are_read_only_short_lived_and_for_one_blob() {
         b"id,name\r\n1,Zo\xc3\xab\r\n"
     );
 
+    let write = http
+        .put(&url)
+        .body("overwrite")
+        .header("x-ms-blob-type", "BlockBlob")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(
-        http.put(&url)
-            .body("overwrite")
-            .header("x-ms-blob-type", "BlockBlob")
-            .send()
-            .await
-            .unwrap()
-            .status(),
+        refusal("write with a read link", write).await,
         403,
         "a read link cannot write"
     );
+    let delete = http.delete(&url).send().await.unwrap();
     assert_eq!(
-        http.delete(&url).send().await.unwrap().status(),
+        refusal("delete with a read link", delete).await,
         403,
         "a read link cannot delete"
     );
     let elsewhere = url.replacen("/a.csv?", "/b.csv?", 1);
+    let other = http.get(&elsewhere).send().await.unwrap();
     assert_eq!(
-        http.get(&elsewhere).send().await.unwrap().status(),
+        refusal("the link of a.csv used for b.csv", other).await,
         403,
         "a link is for one blob"
     );
     let widened = url.replacen("sp=r", "sp=rw", 1);
+    let tampered = http.get(&widened).send().await.unwrap();
     assert_eq!(
-        http.get(&widened).send().await.unwrap().status(),
+        refusal("a link with sp=r widened to sp=rw", tampered).await,
         403,
         "a tampered link fails"
     );
@@ -236,8 +274,9 @@ async fn download_links_are_read_only_short_lived_and_for_one_blob() {
         panic!()
     };
     tokio::time::sleep(Duration::from_millis(2500)).await;
+    let expired = http.get(&short).send().await.unwrap();
     assert_eq!(
-        http.get(&short).send().await.unwrap().status(),
+        refusal("an expired link", expired).await,
         403,
         "an expired link fails"
     );
@@ -245,7 +284,7 @@ async fn download_links_are_read_only_short_lived_and_for_one_blob() {
 
 #[tokio::test]
 async fn a_large_file_streams_up_in_blocks_without_growing_memory() {
-    let (store, _) = blobs().await;
+    let store = blobs().await;
     const SIZE: usize = 200 * 1024 * 1024;
     const CHUNK: usize = 256 * 1024;
     let rss = || {
@@ -299,10 +338,14 @@ fn job(owner: &str) -> Job {
 #[tokio::test]
 async fn job_records_are_compare_and_set_so_concurrent_writers_never_overwrite() {
     let s = settings();
-    let web = AzureJobStore::new(azure::clients(&s).unwrap().jobs);
+    job_records_suite(&|| azure::clients(&s).unwrap()).await;
+}
+
+pub(crate) async fn job_records_suite(connect: Connect<'_>) {
+    let web = AzureJobStore::new(connect().jobs);
     web.ensure().await.unwrap();
     // A second store is another process: it has its own view of the ETags.
-    let worker = AzureJobStore::new(azure::clients(&s).unwrap().jobs);
+    let worker = AzureJobStore::new(connect().jobs);
 
     let (created, fresh) = web.create(&job("alice"), Some("key-1"), 10).await.unwrap();
     assert!(fresh);
@@ -470,11 +513,15 @@ async fn a_web_instance_shows_live_progress_of_a_job_run_by_a_separate_worker() 
 #[tokio::test]
 async fn the_active_job_limit_is_reserved_atomically_in_azure_records() {
     let s = settings();
-    let first = AzureJobStore::new(azure::clients(&s).unwrap().jobs);
+    active_job_limit_suite(&|| azure::clients(&s).unwrap()).await;
+}
+
+pub(crate) async fn active_job_limit_suite(connect: Connect<'_>) {
+    let first = AzureJobStore::new(connect().jobs);
     first.ensure().await.unwrap();
     // Four "instances", each with its own view of the ETags, submit three jobs each at once.
     let stores: Vec<Arc<AzureJobStore>> = (0..4)
-        .map(|_| Arc::new(AzureJobStore::new(azure::clients(&s).unwrap().jobs)))
+        .map(|_| Arc::new(AzureJobStore::new(connect().jobs)))
         .collect();
     let creates = (0..12).map(|i| {
         let store = stores[i % 4].clone();

@@ -13,6 +13,7 @@ mod edge;
 mod ends;
 mod http;
 mod injection;
+mod keyless;
 mod limits;
 mod metrics;
 mod openapi;

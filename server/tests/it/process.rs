@@ -42,10 +42,16 @@ impl Server {
 
     /// Like [`Server::start`], with `dir` as the working directory.
     pub fn start_in(dir: &Path, args: &[String]) -> Server {
+        Self::start_with_env(dir, args, &[])
+    }
+
+    /// Like [`Server::start_in`], with extra environment variables (an identity endpoint, say).
+    pub fn start_with_env(dir: &Path, args: &[String], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(env!("CARGO_BIN_EXE_server"))
             .current_dir(dir)
             .args(["--addr", "127.0.0.1:0", "--log-format", "plain"])
             .args(args)
+            .envs(env.iter().copied())
             .env("LEPTOS_OUTPUT_NAME", "exportal")
             .env("RUST_LOG", "warn,server=info")
             .stdout(Stdio::piped())

@@ -685,7 +685,7 @@ async fn the_azure_outbox_claims_reschedules_and_removes() {
         queue: format!("q{tag}"),
         files_container: format!("f{tag}"),
         jobs_container: format!("j{tag}"),
-        api_version: None,
+        ca_file: None,
     };
     let clients = server::azure::clients(&settings).unwrap();
     server::jobs::azure::AzureJobStore::new(clients.jobs)
