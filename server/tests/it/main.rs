@@ -22,3 +22,4 @@ mod support;
 mod types;
 mod webhooks;
 mod worker;
+mod ws;
