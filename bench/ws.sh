@@ -81,7 +81,8 @@ for n in "${COUNTS[@]}"; do
   for _ in $(seq 1 300); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
   step "$n connections over $users users, $JOBS exports at $RATE a second ($STORAGE)"
   [ "$STORAGE" = azure ] && r0=$(requests)
-  "$LOAD" "127.0.0.1:$port" "$server" "$n" "$users" "$JOBS" | tee "$work/load-$n.txt"
+  "$LOAD" "127.0.0.1:$port" "$server" "$n" "$users" "$JOBS" 2>&1 | grep -v '^ \|^stack backtrace\|^note:' |
+    tee "$work/load-$n.txt" || echo "the load run failed (above: why)"
   if [ "$STORAGE" = azure ]; then
     r1=$(requests)
     echo "storage_requests_during_run $((r1 - r0)) (web + worker, connecting and $JOBS exports)"

@@ -53,6 +53,8 @@ struct Stats {
     messages: AtomicU64,
     /// Final states received, over all sockets.
     finals: AtomicU64,
+    /// Connections that were refused or closed before their snapshot.
+    refused: AtomicU64,
     /// Messages seen by the first socket of each user (every change, when it keeps up).
     published: AtomicU64,
 }
@@ -92,18 +94,22 @@ async fn socket(
     user: String,
     counts: bool,
     stats: Arc<Stats>,
-) -> tokio::task::JoinHandle<()> {
+) -> Option<tokio::task::JoinHandle<()>> {
     let mut request = format!("ws://{addr}/ws").into_client_request().unwrap();
     request
         .headers_mut()
         .insert("x-forwarded-user", user.parse().unwrap());
-    let (mut ws, _) = tokio_tungstenite::connect_async(request)
-        .await
-        .expect("connects");
-    let Some(Ok(Message::Text(_snapshot))) = ws.next().await else {
-        panic!("no snapshot");
+    let connected = tokio_tungstenite::connect_async(request).await;
+    let Ok((mut ws, _)) = connected else {
+        stats.refused.fetch_add(1, Ordering::Relaxed);
+        return None;
     };
-    tokio::spawn(async move {
+    // A server that cannot read the jobs closes the socket instead of sending a snapshot.
+    let Some(Ok(Message::Text(_snapshot))) = ws.next().await else {
+        stats.refused.fetch_add(1, Ordering::Relaxed);
+        return None;
+    };
+    Some(tokio::spawn(async move {
         let mut last: HashMap<String, String> = HashMap::new();
         let mut local = Vec::new();
         while let Some(Ok(frame)) = ws.next().await {
@@ -136,7 +142,7 @@ async fn socket(
                 stats.latencies.lock().unwrap().append(&mut local);
             }
         }
-    })
+    }))
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -166,7 +172,7 @@ async fn main() {
     let rss_before = proc_status(pid, "VmRSS:");
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(connections);
-    let gate = Arc::new(tokio::sync::Semaphore::new(256));
+    let gate = Arc::new(tokio::sync::Semaphore::new(64));
     let mut opening = Vec::new();
     for i in 0..connections {
         let (addr, stats, gate) = (addr.clone(), stats.clone(), gate.clone());
@@ -179,6 +185,10 @@ async fn main() {
         tasks.push(o.await.unwrap());
     }
     println!("connect_seconds {:.1}", started.elapsed().as_secs_f64());
+    println!(
+        "connections_without_snapshot {}",
+        stats.refused.load(Ordering::Relaxed)
+    );
     if let Some(seconds) = hold {
         tokio::time::sleep(Duration::from_secs(seconds)).await;
         return;
@@ -252,7 +262,7 @@ async fn main() {
     println!("latency_p50_ms {:.1}", percentile(&l, 0.50));
     println!("latency_p99_ms {:.1}", percentile(&l, 0.99));
     println!("latency_max_ms {:.1}", percentile(&l, 1.0));
-    for t in tasks {
+    for t in tasks.into_iter().flatten() {
         t.abort();
     }
 }
