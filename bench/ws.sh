@@ -52,7 +52,8 @@ if [ "$STORAGE" = azure ]; then
   conn="DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:$bp/devstoreaccount1;QueueEndpoint=http://127.0.0.1:$qp/devstoreaccount1;"
 fi
 
-# Azurite's requests so far (its debug log ends each with one "End response" line).
+# Azurite's requests so far (its debug log ends each with one "End response" line). A loaded
+# Azurite writes that log behind, so this count is not yet a reliable rate (see the README).
 requests() { grep -c 'EndMiddleware: End response' "$work/azurite/debug.log" || true; }
 
 for n in "${COUNTS[@]}"; do
