@@ -9,46 +9,65 @@
 use crate::config::{origin_of, Edge};
 use crate::error::api_error_response;
 use crate::http::limits::too_many;
+use crate::live::{FollowerGuard, Subscription};
 use crate::state::AppState;
 use app::backend::{Admin, Identity};
 use app::error::{ApiError, ErrorCode};
-use app::jobs::Job;
 use app::live::ServerMessage;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::{header, HeaderMap};
 use axum::response::Response;
 use axum::Extension;
-use std::collections::HashMap;
 use std::time::Duration;
-use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
 
 /// How often stored records are read when jobs run in other processes (see `follow_store`).
 const FOLLOW_EVERY: Duration = Duration::from_secs(1);
 /// Every this many follows, the whole list is read again, to see jobs submitted elsewhere.
 const FULL_LIST_EVERY: u64 = 10;
 
-/// The records to compare with what the page has: the active ones every time (cheap
-/// conditional reads), the whole list now and then.
-async fn followed(
-    state: &AppState,
-    user: &str,
-    sent: &HashMap<String, Job>,
-    follows: u64,
-) -> Vec<Job> {
-    let Some(service) = state.inner.service.as_ref() else {
-        return vec![];
+/// Follows the stored records of `owner`'s jobs for all of their sockets on this instance,
+/// until the last one closes: the active ones every time (cheap conditional reads), the
+/// whole list now and then. One follower per owner, so the store is read per user, not per
+/// open page.
+async fn follow(
+    state: AppState,
+    owner: String,
+    closed: CancellationToken,
+    _counted: FollowerGuard,
+) {
+    let hub = &state.inner.hub;
+    let Some(service) = state.inner.service.clone() else {
+        return;
     };
-    if follows.is_multiple_of(FULL_LIST_EVERY) {
-        return service.list(user).await.unwrap_or_default();
-    }
-    let mut out = Vec::new();
-    for job in sent.values().filter(|j| j.status.is_active()) {
-        if let Ok(Some(fresh)) = service.jobs.get(&job.id).await {
-            out.push(fresh);
+    let shutdown = state.inner.shutdown.clone();
+    let mut tick = tokio::time::interval(FOLLOW_EVERY);
+    // The first tick is immediate; the sockets have just read a snapshot.
+    tick.tick().await;
+    let mut follows = 0u64;
+    loop {
+        tokio::select! {
+            _ = closed.cancelled() => return,
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        follows += 1;
+        if follows.is_multiple_of(FULL_LIST_EVERY) {
+            for job in service.list(&owner).await.unwrap_or_default() {
+                hub.offer(&job);
+            }
+            continue;
+        }
+        for id in hub.active_jobs(&owner) {
+            if closed.is_cancelled() {
+                return;
+            }
+            if let Ok(Some(fresh)) = service.jobs.get(&id).await {
+                hub.offer(&fresh);
+            }
         }
     }
-    out
 }
 
 /// How often an idle connection is pinged, so proxies do not drop it and dead peers are noticed.
@@ -56,8 +75,13 @@ const PING_EVERY: Duration = Duration::from_secs(25);
 
 /// The page sends nothing but control frames: anything bigger than this closes the socket.
 pub const MAX_INBOUND: usize = 4096;
-/// Bytes gathered before a write reaches the socket, and the most that may wait unsent.
+/// Bytes gathered before a write reaches the socket, and the most that may wait unsent. The
+/// write buffer grows only as messages need it, whatever this threshold.
 const WRITE_BUFFER: usize = 64 * 1024;
+/// What is read from the socket at once. The read buffer is allocated and zeroed in full per
+/// socket (tungstenite's default, 128 KiB, was most of an idle socket's memory); the page
+/// sends only small control frames, and a bigger frame makes it grow, up to `MAX_INBOUND`.
+const READ_BUFFER: usize = 4 * 1024;
 const MAX_WRITE_BUFFER: usize = 8 * 1024 * 1024;
 
 /// Whether a page of this `Origin` may open the live channel. No `Origin` means no browser
@@ -110,7 +134,8 @@ pub async fn upgrade(
         );
     };
     let send_timeout = edge.ws_send_timeout;
-    ws.max_message_size(MAX_INBOUND)
+    ws.read_buffer_size(READ_BUFFER)
+        .max_message_size(MAX_INBOUND)
         .max_frame_size(MAX_INBOUND)
         .write_buffer_size(WRITE_BUFFER)
         .max_write_buffer_size(MAX_WRITE_BUFFER)
@@ -186,35 +211,25 @@ async fn admin_overview(state: &AppState) -> Option<ServerMessage> {
 async fn serve(mut socket: Live, state: AppState, user: String, admin: bool) {
     // Subscribe before reading the snapshot: a change between the two is then sent twice
     // rather than lost.
-    let mut changes = state.inner.hub.subscribe();
-    let Some(first) = snapshot(&state, &user).await else {
-        let _ = socket
-            .send_raw(Message::Close(Some(CloseFrame {
-                code: 1011,
-                reason: "jobs unavailable".into(),
-            })))
-            .await;
-        return;
-    };
-    if send(&mut socket, &first).await.is_err() {
+    let changes = state.inner.hub.subscribe(&user);
+    if changes.first && state.inner.follow_store {
+        let counted = state.inner.hub.follower_started();
+        tokio::spawn(follow(
+            state.clone(),
+            user.clone(),
+            changes.closed(),
+            counted,
+        ));
+    }
+    if send_snapshot(&mut socket, &state, &changes).await.is_err() {
         return;
     }
     let shutdown = state.inner.shutdown.clone();
     let mut ping = tokio::time::interval(PING_EVERY);
     ping.tick().await;
-    // What this page was last sent, to send only changes when following the store.
-    let mut sent: HashMap<String, Job> = match &first {
-        ServerMessage::Snapshot { jobs } => {
-            jobs.iter().map(|j| (j.id.clone(), j.clone())).collect()
-        }
-        ServerMessage::Job { .. } | ServerMessage::Admin { .. } => HashMap::new(),
-    };
-    let following = state.inner.follow_store;
-    let mut admin_tick = tokio::time::interval(ADMIN_EVERY);
+    let mut admin_tick = admin.then(|| tokio::time::interval(ADMIN_EVERY));
     // The text last sent, so an unchanged overview is not sent again.
     let mut admin_sent = String::new();
-    let mut follow = tokio::time::interval(FOLLOW_EVERY);
-    let mut follows = 0u64;
     loop {
         tokio::select! {
             incoming = socket.recv() => match incoming {
@@ -223,7 +238,7 @@ async fn serve(mut socket: Live, state: AppState, user: String, admin: bool) {
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => break,
                 Some(Ok(_)) => {}
             },
-            _ = admin_tick.tick(), if admin => {
+            _ = async { admin_tick.as_mut().expect("admins only").tick().await }, if admin_tick.is_some() => {
                 if let Some(message) = admin_overview(&state).await {
                     let text = serde_json::to_string(&message).expect("server messages always serialise");
                     if text != admin_sent {
@@ -234,34 +249,17 @@ async fn serve(mut socket: Live, state: AppState, user: String, admin: bool) {
                     }
                 }
             }
-            _ = follow.tick(), if following => {
-                follows += 1;
-                for job in followed(&state, &user, &sent, follows).await {
-                    // Every stored change bumps the revision; a read that raced a newer
-                    // write is not sent, so the page never steps back.
-                    if sent.get(&job.id).is_none_or(|s| job.revision > s.revision) {
-                        sent.insert(job.id.clone(), job.clone());
-                        if send(&mut socket, &ServerMessage::Job { job: Box::new(job) }).await.is_err() {
-                            return;
-                        }
-                    }
+            _ = changes.ready() => {
+                // Everything that waits is taken at once: what changes while it is being
+                // sent waits in the queue, where newer progress replaces older.
+                let batch = changes.take();
+                if batch.lagged && send_snapshot(&mut socket, &state, &changes).await.is_err() {
+                    return;
                 }
-            }
-            change = changes.recv() => {
-                let message = match change {
-                    Ok(job) if job.owner == user => {
-                        sent.insert(job.id.clone(), job.clone());
-                        ServerMessage::Job { job: Box::new(job) }
+                for text in batch.messages {
+                    if socket.send_raw(Message::Text(text)).await.is_err() {
+                        return;
                     }
-                    Ok(_) => continue,
-                    Err(RecvError::Lagged(_)) => match snapshot(&state, &user).await {
-                        Some(s) => s,
-                        None => continue,
-                    },
-                    Err(RecvError::Closed) => break,
-                };
-                if send(&mut socket, &message).await.is_err() {
-                    break;
                 }
             }
             // "Service restart" tells the page to reconnect (to this or another instance)
@@ -280,7 +278,24 @@ async fn serve(mut socket: Live, state: AppState, user: String, admin: bool) {
     }
 }
 
-async fn send(socket: &mut Live, message: &ServerMessage) -> Result<(), ()> {
-    let text = serde_json::to_string(message).expect("server messages always serialise");
+/// Sends the caller's jobs as they are now; a socket that cannot have them is closed.
+async fn send_snapshot(
+    socket: &mut Live,
+    state: &AppState,
+    changes: &Subscription,
+) -> Result<(), ()> {
+    let Some(message) = snapshot(state, changes.owner()).await else {
+        let _ = socket
+            .send_raw(Message::Close(Some(CloseFrame {
+                code: 1011,
+                reason: "jobs unavailable".into(),
+            })))
+            .await;
+        return Err(());
+    };
+    if let ServerMessage::Snapshot { jobs } = &message {
+        changes.saw(jobs);
+    }
+    let text = serde_json::to_string(&message).expect("server messages always serialise");
     socket.send_raw(Message::Text(text.into())).await
 }

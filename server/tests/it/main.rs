@@ -25,3 +25,4 @@ mod support;
 mod types;
 mod webhooks;
 mod worker;
+mod ws;
