@@ -70,9 +70,16 @@ async fn backoff(try_no: usize) {
 
 pub struct AzureJobStore {
     container: BlobContainerClient,
-    /// The last version seen of each record: its ETag and content.
+    /// The last version seen of each record: its ETag and content. Only a saving (a read
+    /// that finds it unchanged costs a 304 without a body), so it is bounded: see `remember`.
     seen: Mutex<HashMap<String, (Etag, Job)>>,
+    /// The most records `seen` keeps.
+    cache_limit: usize,
 }
+
+/// Records a store remembers by default: far more than a web instance follows at once, and a
+/// few megabytes at most.
+pub const CACHE_LIMIT: usize = 10_000;
 
 fn hashed(text: &str) -> String {
     hex::encode(&Sha256::digest(text.as_bytes())[..16])
@@ -95,6 +102,33 @@ impl AzureJobStore {
         Self {
             container,
             seen: Mutex::new(HashMap::new()),
+            cache_limit: CACHE_LIMIT,
+        }
+    }
+
+    /// The same store remembering at most `limit` records.
+    pub fn with_cache_limit(mut self, limit: usize) -> Self {
+        self.cache_limit = limit.max(1);
+        self
+    }
+
+    /// Records remembered now.
+    pub fn cached(&self) -> usize {
+        self.seen.lock().expect("lock").len()
+    }
+
+    /// Remembers the version of a record just read or written. Past the limit, finished jobs
+    /// (which nobody follows) are forgotten first, then everything else but this one: a
+    /// forgotten record costs one full read the next time, never a wrong answer, because
+    /// every write is still conditional on the ETag of a fresh read.
+    fn remember(&self, id: &str, etag: Etag, job: &Job) {
+        let mut seen = self.seen.lock().expect("lock");
+        seen.insert(id.to_string(), (etag, job.clone()));
+        if seen.len() > self.cache_limit {
+            seen.retain(|k, (_, j)| k == id || !j.status.is_final());
+        }
+        if seen.len() > self.cache_limit {
+            seen.retain(|k, _| k == id);
         }
     }
 
@@ -372,10 +406,7 @@ impl JobStore for AzureJobStore {
         )
         .await?;
         if let Some(etag) = etag {
-            self.seen
-                .lock()
-                .expect("lock")
-                .insert(job.id.clone(), (etag, job.clone()));
+            self.remember(&job.id, etag, &job);
         }
         Ok((job, true))
     }
@@ -405,10 +436,7 @@ impl JobStore for AzureJobStore {
                     StoreError::Unavailable(format!("unreadable job record {id}: {e}"))
                 })?;
                 if let Some(etag) = etag {
-                    self.seen
-                        .lock()
-                        .expect("lock")
-                        .insert(id.to_string(), (etag, job.clone()));
+                    self.remember(id, etag, &job);
                 }
                 Ok(Some(job))
             }
@@ -476,10 +504,7 @@ impl JobStore for AzureJobStore {
             )
             .await?;
         if let Some(etag) = new_etag {
-            self.seen
-                .lock()
-                .expect("lock")
-                .insert(job.id.clone(), (etag, next.clone()));
+            self.remember(&job.id, etag, &next);
         }
         if was_active && !next.status.is_active() {
             self.release_logged(&next.owner, &next.id).await;

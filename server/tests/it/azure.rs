@@ -570,3 +570,34 @@ pub(crate) async fn active_job_limit_suite(connect: Connect<'_>) {
         "limits are per owner"
     );
 }
+
+#[tokio::test]
+async fn the_job_stores_memory_of_records_is_bounded_and_forgetting_costs_only_a_read() {
+    let s = settings();
+    let store = AzureJobStore::new(azure::clients(&s).unwrap().jobs).with_cache_limit(4);
+    store.ensure().await.unwrap();
+    let other = AzureJobStore::new(azure::clients(&s).unwrap().jobs);
+    let mut created = Vec::new();
+    for _ in 0..10 {
+        created.push(store.create(&job("alice"), None, 100).await.unwrap().0);
+        assert!(store.cached() <= 4, "{} records remembered", store.cached());
+    }
+    // The first record was forgotten; reading and writing it still works, from a full read.
+    let first = store.get(&created[0].id).await.unwrap().unwrap();
+    assert_eq!(first, created[0]);
+    let mut changed = first.clone();
+    changed.progress.rows = 7;
+    let stored = store.update(&changed).await.unwrap();
+    assert_eq!((stored.revision, stored.progress.rows), (2, 7));
+    // A write based on a version another process has since replaced is still refused.
+    let mut stale = other.get(&created[1].id).await.unwrap().unwrap();
+    let mut newer = stale.clone();
+    newer.progress.rows = 1;
+    store.update(&newer).await.unwrap();
+    stale.progress.rows = 2;
+    assert!(matches!(
+        other.update(&stale).await,
+        Err(StoreError::Conflict)
+    ));
+    assert!(store.cached() <= 4);
+}
