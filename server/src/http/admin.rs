@@ -4,26 +4,22 @@
 
 use crate::audit::AuditFilter;
 use crate::error::{api_error_response, AppError};
-use crate::http::api::{ApiPath, ApiRoute};
+use crate::http::api::{address, service, ApiPath, ApiQuery, ApiRoute};
 use crate::http::limits::EMPTY_BODY_LIMIT;
 use crate::http::openapi as r;
 use crate::jobs::JobFilter;
-use crate::service::Service;
 use crate::state::AppState;
 use app::admin::{AuditAction, AuditPage, JobsPage, QueueOverview, Stats, DEFAULT_PAGE, MAX_PAGE};
 use app::backend::{Address, Admin, Identity};
 use app::error::ApiError;
 use app::jobs::Job;
 use app::jobs::JobStatus;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{FromRequestParts, Query, Request, State};
-use axum::http::request::Parts;
+use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
-use std::sync::Arc;
 
 /// Every admin route; like the user routes (`api::table`), each must be documented in the
 /// OpenAPI document, whose test compares this list with it.
@@ -58,37 +54,6 @@ async fn only_admins(req: Request, next: Next) -> Response {
         return api_error_response(ApiError::not_found("No such API endpoint."));
     }
     next.run(req).await
-}
-
-/// Query parameters whose rejection is an [`ApiError`] rather than axum's plain text.
-pub struct ApiQuery<T>(pub T);
-
-impl<S, T> FromRequestParts<S> for ApiQuery<T>
-where
-    Query<T>: FromRequestParts<S, Rejection = QueryRejection>,
-    S: Send + Sync,
-{
-    type Rejection = AppError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        match Query::<T>::from_request_parts(parts, state).await {
-            Ok(Query(v)) => Ok(ApiQuery(v)),
-            Err(rejection) => Err(ApiError::bad_request(crate::catalog::quote_long(
-                &rejection.body_text(),
-            ))
-            .into()),
-        }
-    }
-}
-
-fn service(state: &AppState) -> Result<&Arc<Service>, AppError> {
-    state.inner.service.as_ref().ok_or_else(|| {
-        ApiError::new(
-            app::error::ErrorCode::Unavailable,
-            "This instance runs jobs only.",
-        )
-        .into()
-    })
 }
 
 fn limit(v: Option<usize>) -> Result<usize, ApiError> {
@@ -208,10 +173,6 @@ async fn queue(State(state): State<AppState>) -> Result<Response, AppError> {
     Ok(Json(service(&state)?.queue_overview().await?).into_response())
 }
 
-fn address(a: Option<Extension<Address>>) -> Option<String> {
-    a.map(|Extension(a)| a.0)
-}
-
 #[utoipa::path(
     post,
     path = "/api/v1/admin/jobs/{id}/cancel",
@@ -237,7 +198,7 @@ async fn cancel(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, AppError> {
     let job = service(&state)?
-        .admin_cancel(&admin.0, &id, address(from).as_deref())
+        .admin_cancel(&admin.0, &id, address(&from))
         .await?;
     Ok(Json(job).into_response())
 }
@@ -269,7 +230,7 @@ async fn redrive(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Response, AppError> {
     let job = service(&state)?
-        .redrive(&admin.0, &id, address(from).as_deref())
+        .redrive(&admin.0, &id, address(&from))
         .await?;
     Ok((axum::http::StatusCode::ACCEPTED, Json(job)).into_response())
 }

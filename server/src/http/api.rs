@@ -12,8 +12,8 @@ use app::catalog::DatasetInfo;
 use app::error::{ApiError, ErrorCode};
 use app::jobs::{ExportRequest, Job, Preview};
 use axum::body::Body;
-use axum::extract::rejection::{JsonRejection, PathRejection};
-use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Path, Query, Request, State};
 use axum::handler::Handler;
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -121,16 +121,13 @@ where
             )
             .into()),
             // serde's message may quote the user's text: quoted back only in part.
-            Err(rejection) => Err(ApiError::bad_request(crate::catalog::quote_long(
-                &rejection.body_text(),
-            ))
-            .into()),
+            Err(rejection) => Err(rejected(&rejection.body_text())),
         }
     }
 }
 
 /// The caller's address, for the audit trail.
-fn address(from: &Option<Extension<Address>>) -> Option<&str> {
+pub(super) fn address(from: &Option<Extension<Address>>) -> Option<&str> {
     from.as_ref().map(|Extension(a)| a.0.as_str())
 }
 
@@ -148,15 +145,36 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         match Path::<T>::from_request_parts(parts, state).await {
             Ok(Path(v)) => Ok(ApiPath(v)),
-            Err(rejection) => Err(ApiError::bad_request(crate::catalog::quote_long(
-                &rejection.body_text(),
-            ))
-            .into()),
+            Err(rejection) => Err(rejected(&rejection.body_text())),
         }
     }
 }
 
-fn service(state: &AppState) -> Result<&Arc<Service>, AppError> {
+/// Query parameters whose rejection is an [`ApiError`] rather than axum's plain text.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    Query<T>: FromRequestParts<S, Rejection = QueryRejection>,
+    S: Send + Sync,
+{
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Query::<T>::from_request_parts(parts, state).await {
+            Ok(Query(v)) => Ok(ApiQuery(v)),
+            Err(rejection) => Err(rejected(&rejection.body_text())),
+        }
+    }
+}
+
+/// axum's words for a request it could not read, as a 400: they may quote the caller's text,
+/// so only in part.
+fn rejected(text: &str) -> AppError {
+    ApiError::bad_request(crate::catalog::quote_long(text)).into()
+}
+
+pub(super) fn service(state: &AppState) -> Result<&Arc<Service>, AppError> {
     state.inner.service.as_ref().ok_or_else(|| {
         ApiError::new(ErrorCode::Unavailable, "This instance runs jobs only.").into()
     })
