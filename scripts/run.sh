@@ -8,10 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
-scripts/tools.sh build
-
-step "building the release site (server + wasm, wasm-opt, brotli and gzip copies)"
-cargo leptos build --release --precompress
+# Installs what it needs (scripts/tools.sh site) while the server compiles.
+scripts/build.sh release
 
 addr=${EXPORTAL_ADDR:-${LEPTOS_SITE_ADDR:-127.0.0.1:3000}}
 step "Exportal is starting: open http://$addr"

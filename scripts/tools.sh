@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the build tools Exportal needs, idempotently, from the package registries only.
 #
-#   scripts/tools.sh build   wasm target, cargo-leptos, wasm-bindgen CLI, npm packages (wasm-opt)
+#   scripts/tools.sh site    wasm target, wasm-bindgen CLI, npm packages (wasm-opt): what
+#                            scripts/build.sh (and so scripts/run.sh) needs
+#   scripts/tools.sh dev     the above + cargo-leptos (`cargo leptos watch`, the browser tests)
 #   scripts/tools.sh test    the above + cargo-nextest, and Chromium, SQLite, PostgreSQL, MariaDB,
 #                            openssl (the keyless Azurite's CA) and curl (Debian packages),
 #                            Schemathesis and an OpenAPI validator (PyPI, in target/venv)
@@ -10,7 +12,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-what=${1:-build}
+what=${1:-dev}
+case $what in site | dev | test) ;; build) what=dev ;; *) echo "usage: tools.sh site|dev|test" >&2; exit 2 ;; esac
 log() { printf '\033[1;34m[tools]\033[0m %s\n' "$*" >&2; }
 
 CARGO_LEPTOS_VERSION=0.3.10
@@ -36,7 +39,9 @@ if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   rustup target add wasm32-unknown-unknown
 fi
 
-if ! have_version cargo-leptos "$CARGO_LEPTOS_VERSION"; then
+# The run path (scripts/build.sh) does without cargo-leptos: its install is the longest step of
+# a first start (8–12 min on 2 cores), and only the development loop and the tests need it.
+if [ "$what" != site ] && ! have_version cargo-leptos "$CARGO_LEPTOS_VERSION"; then
   # cargo-leptos's own release profile (fat LTO, one codegen unit) takes ~26 min on 2 cores.
   # It is a build driver whose run time is dominated by the compilers it calls, so an
   # unoptimised build of it costs nothing noticeable and installs several times faster.
@@ -54,9 +59,11 @@ fi
 wbv=$(wasm_bindgen_version)
 if ! have_version wasm-bindgen "$wbv"; then
   # Not `--locked`: its lock file pins a webpki-roots version the registry no longer serves.
+  # `--no-default-features`: no TLS stack (only its test runner's downloads need one), which
+  # saves compiling a C crypto library.
   log "installing wasm-bindgen-cli $wbv"
   CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_OPT_LEVEL=1 \
-    cargo install wasm-bindgen-cli --version "$wbv" --force
+    cargo install wasm-bindgen-cli --version "$wbv" --force --no-default-features
 fi
 
 # wasm-opt (npm binaryen: Debian's binaryen 108 produces wasm that fails in the browser),

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Builds the release site and server with cargo, the wasm-bindgen CLI, wasm-opt and node: the
+# same site as `cargo leptos build --release --precompress` (hashed file names, brotli and gzip
+# copies), without cargo-leptos, whose install alone is the longest step of a first start.
+# The server and the browser module compile at the same time: on 2 cores, one cargo build
+# leaves a core idle for much of its tail (linking, the last large crates), which the other
+# fills.
+#
+#   scripts/build.sh          server with the `release` profile (what scripts/run.sh runs)
+#   scripts/build.sh dist     server with the `dist` profile (fat LTO, one codegen unit: slower
+#                             to build, for deployments); the browser module is the same
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+
+profile=${1:-release}
+case $profile in release | dist) ;; *) echo "usage: build.sh [release|dist]" >&2; exit 2 ;; esac
+
+# What cargo-leptos would pass (see [[workspace.metadata.leptos]] in Cargo.toml): the output
+# name is compiled into the server; the rest is read at run time.
+export LEPTOS_OUTPUT_NAME=exportal LEPTOS_SITE_ROOT=target/site LEPTOS_SITE_PKG_DIR=pkg
+export LEPTOS_HASH_FILES=true LEPTOS_HASH_FILE_NAME=hash.txt
+pkg=$LEPTOS_SITE_ROOT/$LEPTOS_SITE_PKG_DIR
+logs=target/build-logs
+mkdir -p "$logs"
+
+timer_start=$(date +%s)
+phase() { step "$1 ($(($(date +%s) - timer_start)) s)"; }
+
+phase "compiling the server (profile $profile) in the background; log: $logs/server.log"
+cargo build --locked --profile "$profile" -p server --bin server >"$logs/server.log" 2>&1 &
+server_build=$!
+trap 'kill "$server_build" 2>/dev/null || true' EXIT
+
+phase "build tools"
+scripts/tools.sh site
+
+phase "compiling the browser module (wasm32, profile wasm-release)"
+cargo build --locked -p frontend --lib --target wasm32-unknown-unknown --profile wasm-release \
+  --target-dir target/front
+
+phase "wasm-bindgen"
+rm -rf "$LEPTOS_SITE_ROOT"
+mkdir -p "$pkg"
+wasm-bindgen --target web --no-typescript --out-name exportal --out-dir "$pkg" \
+  target/front/wasm32-unknown-unknown/wasm-release/frontend.wasm
+mv "$pkg/exportal_bg.wasm" "$pkg/exportal.wasm"
+
+phase "wasm-opt -Oz"
+# The flags cargo-leptos passes: the features every browser the page supports has.
+wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
+  "$pkg/exportal.wasm" -o "$pkg/exportal.wasm"
+
+phase "hashed names, stylesheet, public/, brotli and gzip copies"
+node scripts/site.mjs "$LEPTOS_SITE_ROOT" "$LEPTOS_SITE_PKG_DIR" exportal style/main.css public \
+  "target/$profile/hash.txt"
+
+phase "waiting for the server build"
+if ! wait "$server_build"; then
+  tail -n 60 "$logs/server.log" >&2
+  echo "the server build failed; the whole log: $logs/server.log" >&2
+  exit 1
+fi
+trap - EXIT
+tail -n 1 "$logs/server.log" >&2
+phase "built: target/$profile/server and $LEPTOS_SITE_ROOT"
