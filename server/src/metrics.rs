@@ -546,6 +546,18 @@ mod tests {
             .map_or(0, |c| c.get())
     }
 
+    #[tokio::test]
+    async fn storage_requests_are_reported_by_service_and_method() {
+        let before = storage_requests("queue", "DELETE");
+        storage_request("queue", "DELETE");
+        assert_eq!(storage_requests("queue", "DELETE"), before + 1);
+        let text = Metrics::new().render().await;
+        assert!(
+            text.contains("exportal_storage_requests_total{service=\"queue\",method=\"DELETE\"}"),
+            "{text}"
+        );
+    }
+
     #[test]
     fn a_succeeded_job_counts_once_with_its_duration_rows_and_bytes() {
         let m = Metrics::new();

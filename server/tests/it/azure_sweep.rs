@@ -406,3 +406,127 @@ async fn azure_records_from_before_the_index_are_migrated_once_in_budgeted_steps
     );
     assert_eq!(f.store.get(&old_expired.id).await.unwrap(), None);
 }
+
+#[tokio::test]
+async fn a_tick_that_uses_its_whole_budget_is_followed_by_another() {
+    let mut f = fixture().await;
+    f.sweeper.config.budget = 2;
+    for _ in 0..3 {
+        finished(
+            &f.store,
+            "alice",
+            JobStatus::Failed,
+            Utc::now() - TimeDelta::days(8),
+            None,
+        )
+        .await;
+    }
+    let first = f.sweeper.tick(Utc::now()).await;
+    assert_eq!((first.expired, first.more), (2, true));
+    let second = f.sweeper.tick(Utc::now()).await;
+    assert_eq!((second.expired, second.more), (1, false));
+}
+
+/// Measures the storage requests of one export's life through the real code path: a web
+/// instance and a worker instance on Azurite, then the sweep. Printed for the README; the
+/// blob side is exact, the queue side includes the worker's idle polls (queue GET).
+#[tokio::test]
+async fn the_storage_requests_of_one_exports_life_are_measured() {
+    use crate::support::{orders, TestServer};
+    let s = settings();
+    // EXPORTAL_TEST_MEASURE_ROWS=400000 makes the run long enough to show progress writes.
+    let rows = std::env::var("EXPORTAL_TEST_MEASURE_ROWS").unwrap_or_else(|_| "3000".into());
+    let mut web_args = crate::azure::settings_args(&s);
+    web_args.extend([
+        "--role".into(),
+        "web".into(),
+        "--demo-orders".into(),
+        rows.clone(),
+    ]);
+    let web_args: Vec<&str> = web_args.iter().map(String::as_str).collect();
+    let web = TestServer::start(&web_args).await;
+    let mut worker_args = crate::azure::settings_args(&s);
+    // The default idle poll of a worker (EXPORTAL_POLL_MAX), not the tests' quick one.
+    worker_args.extend([
+        "--role".into(),
+        "worker".into(),
+        "--poll-max".into(),
+        "2s".into(),
+        "--demo-orders".into(),
+        rows,
+    ]);
+    let worker_args: Vec<&str> = worker_args.iter().map(String::as_str).collect();
+    let worker = TestServer::start(&worker_args).await;
+    // Start-up settles: the first sweep tick (migration marker) and the back-off of polls.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let idle = requests();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let idle_cost = since(&idle);
+    println!("idle, 10 s, one worker and one web instance: {idle_cost}");
+
+    let alice = web.user("alice");
+    let before = requests();
+    let job = alice.submit(orders("csv")).await;
+    println!("submit: {}", since(&before));
+    let id = job["id"].as_str().unwrap().to_string();
+
+    let before = requests();
+    alice.job(&id).await;
+    let one_read = since(&before);
+    println!("one status read (GET /api/v1/exports/<id>): {one_read}");
+
+    let before = requests();
+    let started = std::time::Instant::now();
+    let mut polls = 0;
+    loop {
+        polls += 1;
+        if alice.job(&id).await["status"] == "succeeded" {
+            break;
+        }
+        assert!(polls < 600, "the export never finished");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "run (queue pick-up to succeeded, {:.1} s), with {polls} status reads of the test: {}",
+        started.elapsed().as_secs_f64(),
+        since(&before)
+    );
+
+    let before = requests();
+    let no_redirects = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let res = no_redirects
+        .get(web.url(&format!("/api/v1/exports/{id}/download")))
+        .header("x-forwarded-user", "alice")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 302);
+    println!("download link: {}", since(&before));
+    worker.running.shutdown().await.unwrap();
+    web.running.shutdown().await.unwrap();
+
+    let f = {
+        let store = Arc::new(AzureJobStore::new(azure::clients(&s).unwrap().jobs));
+        let files: Arc<dyn BlobStore> = Arc::new(blob_store(&|| azure::clients(&s).unwrap()).await);
+        Sweeper {
+            jobs: Jobs::new(store, Hub::new()),
+            blobs: files,
+            config: SweepConfig::default(),
+        }
+    };
+    let before = requests();
+    let tick = f.tick(Utc::now() + TimeDelta::days(8)).await;
+    assert_eq!(tick.expired, 1);
+    println!("sweep tick that expires it: {}", since(&before));
+    let before = requests();
+    let tick = f.tick(Utc::now() + TimeDelta::days(40)).await;
+    assert_eq!(tick.purged, 1);
+    println!("sweep tick that deletes it: {}", since(&before));
+    let before = requests();
+    f.tick(Utc::now() + TimeDelta::days(40)).await;
+    println!("idle sweep tick: {}", since(&before));
+}
