@@ -137,6 +137,12 @@ pub const SETTINGS: &[SettingSpec] = &[
         help: "How long finished files and records are kept before they expire.",
     },
     SettingSpec {
+        key: "record_grace",
+        env: "EXPORTAL_RECORD_GRACE",
+        default: "30d",
+        help: "How long the record of an expired export is kept (shown as expired) before it is deleted; then the export is unknown (404).",
+    },
+    SettingSpec {
         key: "download_ttl",
         env: "EXPORTAL_DOWNLOAD_TTL",
         default: "5m",
@@ -395,6 +401,8 @@ pub struct Settings {
     pub max_active_jobs: usize,
     pub row_cap: u64,
     pub retention: Duration,
+    /// How long an expired job's record is kept before it is deleted.
+    pub record_grace: Duration,
     pub download_ttl: Duration,
     pub csv_crlf: bool,
     pub admins: Admins,
@@ -885,6 +893,10 @@ impl Command {
                 or_default(raw("retention"), "7d"),
                 duration_within(Duration::from_secs(60), 3650 * DAY),
             )?,
+            record_grace: parse(
+                or_default(raw("record_grace"), "30d"),
+                duration_within(Duration::from_secs(60), 3650 * DAY),
+            )?,
             download_ttl: parse(
                 or_default(raw("download_ttl"), "5m"),
                 duration_within(Duration::from_secs(1), 7 * DAY),
@@ -1203,6 +1215,7 @@ mod tests {
         assert_eq!(s.row_cap, 10_000_000);
         assert_eq!(s.max_attempts, 5);
         assert_eq!(s.retention, Duration::from_secs(7 * 86_400));
+        assert_eq!(s.record_grace, Duration::from_secs(30 * 86_400));
         assert!(s.csv_crlf);
     }
 
@@ -1422,6 +1435,8 @@ mod tests {
                 "18446744073709551615",
                 "at most 3650d",
             ),
+            ("EXPORTAL_RECORD_GRACE", "99999999999d", "at most 3650d"),
+            ("EXPORTAL_RECORD_GRACE", "0", "at least 1m"),
             ("EXPORTAL_DOWNLOAD_TTL", "1000000000d", "at most 7d"),
             ("EXPORTAL_DOWNLOAD_TTL", "0", "at least 1s"),
             ("EXPORTAL_VISIBILITY_TIMEOUT", "30d", "at most 7d"),
@@ -1463,6 +1478,7 @@ mod tests {
             &[
                 ("EXPORTAL_POLL_MAX", "10ms"),
                 ("EXPORTAL_RETENTION", "3650d"),
+                ("EXPORTAL_RECORD_GRACE", "3650d"),
                 ("EXPORTAL_DOWNLOAD_TTL", "7d"),
             ],
         )
@@ -1470,7 +1486,7 @@ mod tests {
         assert_eq!(s.poll_max, Duration::from_millis(10));
         // Far-future instants from the largest accepted values still fit chrono.
         let now = chrono::Utc::now();
-        for d in [s.retention, s.download_ttl] {
+        for d in [s.retention, s.record_grace, s.download_ttl] {
             let d = chrono::Duration::from_std(d).unwrap();
             assert!(now.checked_add_signed(d).is_some());
         }

@@ -76,5 +76,17 @@ pub async fn open(path: &Path) -> Result<SqlitePool, sqlx::Error> {
         .connect_with(options)
         .await?;
     sqlx::raw_sql(SCHEMA).execute(&pool).await?;
+    // Added after the first release: when a job expired, for the deletion after a grace period.
+    let columns: Vec<String> = sqlx::query_scalar("SELECT name FROM pragma_table_info('jobs')")
+        .fetch_all(&pool)
+        .await?;
+    if !columns.iter().any(|c| c == "expired_at") {
+        sqlx::raw_sql(
+            "ALTER TABLE jobs ADD COLUMN expired_at TEXT;
+             CREATE INDEX IF NOT EXISTS jobs_expired ON jobs (status, expired_at);",
+        )
+        .execute(&pool)
+        .await?;
+    }
     Ok(pool)
 }

@@ -23,6 +23,7 @@ pub mod queue;
 pub mod service;
 pub mod source;
 pub mod state;
+pub mod sweep;
 pub mod telemetry;
 pub mod webhooks;
 pub mod worker;
@@ -256,6 +257,18 @@ pub async fn start(settings: Settings, mut leptos: LeptosOptions) -> anyhow::Res
             wake.clone(),
         ))
     });
+    // Housekeeping runs beside every worker (see `sweep`: several sweepers are harmless).
+    let sweeper = worker.as_ref().map(|_| {
+        Arc::new(sweep::Sweeper {
+            jobs: storage.jobs.clone(),
+            blobs: storage.blobs.clone(),
+            config: sweep::SweepConfig {
+                retention: settings.retention,
+                grace: settings.record_grace,
+                ..sweep::SweepConfig::default()
+            },
+        })
+    });
     let service = (settings.role != Role::Worker).then(|| {
         Arc::new(service::Service {
             catalog,
@@ -318,6 +331,7 @@ pub async fn start(settings: Settings, mut leptos: LeptosOptions) -> anyhow::Res
     };
     let router = http::router(state, identifier);
     let worker_task = worker.map(|w| tokio::spawn(w.run(shutdown.clone())));
+    let sweep_task = sweeper.map(|s| tokio::spawn(s.run(shutdown.clone())));
     // Every role delivers: cancels end jobs on web instances too, and any process may deliver
     // what another one stored.
     let webhook_task = webhook_dispatcher.map(|d| tokio::spawn(d.run(shutdown.clone())));
@@ -338,6 +352,9 @@ pub async fn start(settings: Settings, mut leptos: LeptosOptions) -> anyhow::Res
         }
         if let Some(w) = worker_task {
             w.await.context("worker panicked")?;
+        }
+        if let Some(s) = sweep_task {
+            s.await.context("sweeper panicked")?;
         }
         if let Some(d) = webhook_task {
             d.await.context("webhook dispatcher panicked")?;

@@ -17,7 +17,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
 /// The `Content-Type` of what [`Metrics::render`] returns (the Prometheus text format 0.0.4).
@@ -79,6 +79,32 @@ struct RequestLabels {
 struct LatencyLabels {
     route: String,
     method: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StorageLabels {
+    service: &'static str,
+    method: &'static str,
+}
+
+/// Requests sent to Azure Storage by this process, by service and method. Process-wide: the
+/// storage clients are built before (and apart from) the [`Metrics`] that report them, and a
+/// storage request costs the same whoever sends it.
+static STORAGE_REQUESTS: LazyLock<Family<StorageLabels, Counter>> = LazyLock::new(Family::default);
+
+/// Counts one request (one try: a retried request is billed again) to Azure Storage;
+/// `service` is `blob` or `queue`. Called by the storage clients' pipeline.
+pub fn storage_request(service: &'static str, method: &'static str) {
+    STORAGE_REQUESTS
+        .get_or_create(&StorageLabels { service, method })
+        .inc();
+}
+
+/// The requests to `service` with `method` counted so far in this process.
+pub fn storage_requests(service: &'static str, method: &'static str) -> u64 {
+    STORAGE_REQUESTS
+        .get(&StorageLabels { service, method })
+        .map_or(0, |c| c.get())
 }
 
 /// Who sent a job back to the queue.
@@ -307,6 +333,12 @@ impl Metrics {
             Unit::Seconds,
             m.http_duration.clone(),
         );
+        r.register(
+            "storage_requests",
+            "Requests sent to Azure Storage by this process (every try), by service (blob, queue) \
+             and method: what the account bills as transactions",
+            STORAGE_REQUESTS.clone(),
+        );
         m
     }
 
@@ -512,6 +544,18 @@ mod tests {
                 trigger,
             })
             .map_or(0, |c| c.get())
+    }
+
+    #[tokio::test]
+    async fn storage_requests_are_reported_by_service_and_method() {
+        let before = storage_requests("queue", "DELETE");
+        storage_request("queue", "DELETE");
+        assert_eq!(storage_requests("queue", "DELETE"), before + 1);
+        let text = Metrics::new().render().await;
+        assert!(
+            text.contains("exportal_storage_requests_total{service=\"queue\",method=\"DELETE\"}"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -35,7 +35,7 @@ use crate::export::{self, Counters, ExportContext, ExportFailure, ExportOutput};
 use crate::jobs::{ChangeError, Jobs};
 use crate::metrics::{Metrics, PoisonReason};
 use crate::queue::{JobMessage, Queue, QueueError, Received};
-use app::jobs::{FileFacts, Job, JobError, JobErrorCode, JobStatus, Lease, TransitionError};
+use app::jobs::{FileFacts, Job, JobError, JobErrorCode, Lease, TransitionError};
 use chrono::Utc;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -751,28 +751,16 @@ impl Worker {
         }
     }
 
-    /// Marks finished jobs older than the retention time as expired and removes their files.
+    /// Marks finished jobs older than the retention time as expired and removes their files
+    /// (at most 100; the sweeper's task does this on its own schedule, see `sweep`).
     pub async fn sweep_expired(&self) -> usize {
         let retention = chrono_duration(self.config.retention);
         let Some(before) = Utc::now().checked_sub_signed(retention) else {
             return 0;
         };
-        let Ok(old) = self.jobs.store.finished_before(before, 100).await else {
-            return 0;
-        };
-        let mut swept = 0;
-        for job in old {
-            if job.status == JobStatus::Succeeded {
-                if let Err(e) = self.blobs().delete(&export::blob_name(&job)).await {
-                    tracing::warn!(job = %job.id, "cannot remove an expired file: {e}");
-                    continue;
-                }
-            }
-            if self.jobs.transition(&job.id, |j| j.expire()).await.is_ok() {
-                swept += 1;
-            }
-        }
-        swept
+        crate::sweep::expire_finished(&self.jobs, self.blobs().as_ref(), before, 100)
+            .await
+            .map_or(0, |(expired, _)| expired)
     }
 
     /// Polls the queue until `shutdown`, running up to `concurrency` jobs at once. On shutdown,
@@ -781,15 +769,7 @@ impl Worker {
         let slots = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
         let mut tasks = tokio::task::JoinSet::new();
         let mut idle = self.config.poll_min;
-        let mut next_sweep = tokio::time::Instant::now();
         loop {
-            if tokio::time::Instant::now() >= next_sweep {
-                let swept = self.sweep_expired().await;
-                if swept > 0 {
-                    tracing::info!(swept, "expired old exports");
-                }
-                next_sweep = tokio::time::Instant::now() + Duration::from_secs(60);
-            }
             let permit = tokio::select! {
                 _ = shutdown.cancelled() => break,
                 p = slots.clone().acquire_owned() => p.expect("semaphore open"),

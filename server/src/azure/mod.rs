@@ -154,7 +154,10 @@ pub fn clients_with(
             let service = BlobServiceClient::new(
                 url_with(&blob, None)?,
                 Some(entra),
-                Some(blob_options(vec![], transport.clone())),
+                Some(blob_options(
+                    vec![Arc::new(policy::CountingPolicy::new("blob"))],
+                    transport.clone(),
+                )),
             )
             .context("cannot create the blob client")?;
             let description = format!("{blob} (Entra ID)");
@@ -169,17 +172,23 @@ pub fn clients_with(
             )
         }
     };
+    // Every request is counted by service, before it is signed.
+    let with_counter = |service: &'static str| {
+        let mut all: Vec<Arc<dyn Policy>> = vec![Arc::new(policy::CountingPolicy::new(service))];
+        all.extend(policies.iter().cloned());
+        all
+    };
     let blob_service = BlobServiceClient::new(
         url_with(&blob_endpoint, sas.as_deref())?,
         credential.clone(),
-        Some(blob_options(policies.clone(), transport.clone())),
+        Some(blob_options(with_counter("blob"), transport.clone())),
     )
     .context("cannot create the blob client")?;
     let queue_service = QueueServiceClient::new(
         url_with(&queue_endpoint, sas.as_deref())?,
         credential,
         Some(QueueServiceClientOptions {
-            client_options: client_options(policies, transport),
+            client_options: client_options(with_counter("queue"), transport),
             ..Default::default()
         }),
     )

@@ -1,6 +1,7 @@
-//! Shared Key signing as a policy in the SDK's pipeline. It runs on every try (after the
-//! retry policy), so each attempt gets a fresh `x-ms-date` and a valid signature: unlike a SAS
-//! baked into a URL, it never expires under a long-running worker.
+//! Policies in the SDK's pipeline. Shared Key signing runs on every try (after the retry
+//! policy), so each attempt gets a fresh `x-ms-date` and a valid signature: unlike a SAS baked
+//! into a URL, it never expires under a long-running worker. Counting runs on every try too,
+//! so what it counts is what the account bills (`exportal_storage_requests_total`).
 
 use super::sas::{shared_key_authorization, SignedRequest};
 use async_trait::async_trait;
@@ -66,6 +67,47 @@ impl Policy for SharedKeyPolicy {
             },
         );
         request.insert_header("authorization", authorization);
+        next[0].send(ctx, request, &next[1..]).await
+    }
+}
+
+/// Counts every request (every try) to one storage service in
+/// [`crate::metrics::storage_request`].
+#[derive(Debug)]
+pub struct CountingPolicy {
+    service: &'static str,
+}
+
+impl CountingPolicy {
+    /// Counts the requests to `service` (`blob` or `queue`).
+    pub fn new(service: &'static str) -> Self {
+        Self { service }
+    }
+}
+
+/// The method as a bounded label.
+fn method_label(method: &azure_core::http::Method) -> &'static str {
+    use azure_core::http::Method;
+    match method {
+        Method::Get => "GET",
+        Method::Head => "HEAD",
+        Method::Put => "PUT",
+        Method::Post => "POST",
+        Method::Delete => "DELETE",
+        Method::Patch => "PATCH",
+        _ => "other",
+    }
+}
+
+#[async_trait]
+impl Policy for CountingPolicy {
+    async fn send(
+        &self,
+        ctx: &Context,
+        request: &mut Request,
+        next: &[Arc<dyn Policy>],
+    ) -> PolicyResult {
+        crate::metrics::storage_request(self.service, method_label(&request.method()));
         next[0].send(ctx, request, &next[1..]).await
     }
 }

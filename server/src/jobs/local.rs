@@ -120,8 +120,11 @@ impl JobStore for LocalJobStore {
         let mut next = job.clone();
         next.revision = job.revision + 1;
         let record = serde_json::to_string(&next).expect("jobs serialise");
+        // `expired_at` is set by the write that makes the job expired, and kept after it.
         let changed = sqlx::query(
-            "UPDATE jobs SET status = ?, finished_at = ?, revision = ?, record = ? WHERE id = ? AND revision = ?",
+            "UPDATE jobs SET status = ?1, finished_at = ?2, revision = ?3, record = ?4,
+               expired_at = CASE WHEN ?1 = 'expired' THEN COALESCE(expired_at, ?7) END
+             WHERE id = ?5 AND revision = ?6",
         )
         .bind(next.status.as_str())
         .bind(next.finished_at.as_ref().map(ts))
@@ -129,6 +132,7 @@ impl JobStore for LocalJobStore {
         .bind(&record)
         .bind(&job.id)
         .bind(job.revision as i64)
+        .bind(ts(&Utc::now()))
         .execute(&self.pool)
         .await
         .map_err(unavailable)?
@@ -205,6 +209,26 @@ impl JobStore for LocalJobStore {
             .into_iter()
             .filter(|j| j.status != JobStatus::Expired)
             .collect())
+    }
+
+    async fn purge_expired(
+        &self,
+        before: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<usize, StoreError> {
+        // Records expired before `expired_at` existed count from their finish instead.
+        let deleted = sqlx::query(
+            "DELETE FROM jobs WHERE id IN (
+               SELECT id FROM jobs WHERE status = 'expired'
+               AND COALESCE(expired_at, finished_at) < ? LIMIT ?)",
+        )
+        .bind(ts(&before))
+        .bind(limit as i64)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?
+        .rows_affected();
+        Ok(deleted as usize)
     }
 
     async fn search(

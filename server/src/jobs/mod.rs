@@ -104,6 +104,17 @@ pub trait JobStore: Send + Sync + 'static {
         before: DateTime<Utc>,
         limit: usize,
     ) -> Result<Vec<Job>, StoreError>;
+    /// Deletes at most `limit` jobs that expired before `before`, with everything that points
+    /// to them (owner index, idempotency key): afterwards they are unknown, like an id never
+    /// used. Returns how many were deleted.
+    async fn purge_expired(&self, before: DateTime<Utc>, limit: usize)
+        -> Result<usize, StoreError>;
+    /// Brings records written by an older version into what [`JobStore::finished_before`]
+    /// reads, spending at most about `budget` record reads; `true` once nothing is left to do
+    /// (at once, for a store that needs nothing).
+    async fn migrate(&self, _budget: usize) -> Result<bool, StoreError> {
+        Ok(true)
+    }
     /// Any owner's jobs matching `filter`, newest (or oldest) first by id, which is
     /// time-ordered; at most `limit`. For operators: it may cost a scan of the records.
     async fn search(&self, filter: &JobFilter, limit: usize) -> Result<Vec<Job>, StoreError>;

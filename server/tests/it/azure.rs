@@ -325,7 +325,7 @@ async fn a_large_file_streams_up_in_blocks_without_growing_memory() {
     );
 }
 
-fn job(owner: &str) -> Job {
+pub(crate) fn job(owner: &str) -> Job {
     Job::queued(
         uuid::Uuid::now_v7().simple().to_string(),
         owner,

@@ -8,6 +8,7 @@ mod api;
 mod assets;
 mod azure;
 mod azure_faults;
+mod azure_sweep;
 mod crash;
 mod edge;
 mod ends;

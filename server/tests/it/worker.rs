@@ -488,6 +488,55 @@ async fn finished_exports_expire_after_the_retention_time_and_their_files_are_re
     );
 }
 
+#[tokio::test]
+async fn expired_records_are_deleted_after_the_grace_period_and_then_unknown() {
+    let h = Harness::with_retention(0, Duration::ZERO, u64::MAX, 5, Duration::from_secs(1)).await;
+    let gone = h.submit("csv").await;
+    assert_eq!(
+        h.worker.process(h.next_message().await).await,
+        Outcome::Succeeded
+    );
+    let kept = h.submit("csv").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(h.worker.sweep_expired().await, 1);
+    let store = h.service.jobs.store.clone();
+    let now = chrono::Utc::now();
+    assert_eq!(
+        store
+            .purge_expired(now - chrono::TimeDelta::minutes(1), 100)
+            .await
+            .unwrap(),
+        0,
+        "the grace period counts from the expiry"
+    );
+    assert_eq!(
+        store
+            .purge_expired(now + chrono::TimeDelta::minutes(1), 100)
+            .await
+            .unwrap(),
+        1
+    );
+    assert!(h.service.get("alice", &gone).await.is_err(), "unknown now");
+    assert!(store.get(&gone).await.unwrap().is_none());
+    let listed: Vec<String> = h
+        .service
+        .list("alice")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(listed, vec![kept.clone()]);
+    assert_eq!(
+        store
+            .purge_expired(now + chrono::TimeDelta::minutes(1), 100)
+            .await
+            .unwrap(),
+        0,
+        "a queued job is never deleted"
+    );
+}
+
 impl Harness {
     /// A second worker on the same queue, store and files: another instance.
     fn second_worker(&self, visibility: Duration) -> Arc<Worker> {
@@ -798,6 +847,13 @@ impl server::jobs::JobStore for CutOffStore {
         limit: usize,
     ) -> Result<Vec<app::jobs::Job>, server::jobs::StoreError> {
         self.inner.finished_before(before, limit).await
+    }
+    async fn purge_expired(
+        &self,
+        before: chrono::DateTime<chrono::Utc>,
+        limit: usize,
+    ) -> Result<usize, server::jobs::StoreError> {
+        self.inner.purge_expired(before, limit).await
     }
     async fn ping(&self) -> Result<(), server::jobs::StoreError> {
         self.check()?;
