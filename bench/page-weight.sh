@@ -8,8 +8,8 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 scripts/tools.sh test >/dev/null
-step "building the release site (as scripts/run.sh does)"
-cargo leptos build --release --precompress >/dev/null 2>&1 || cargo leptos build --release --precompress
+step "building the release site (scripts/build.sh, as scripts/run.sh does)"
+scripts/build.sh >/dev/null 2>&1 || scripts/build.sh
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/exportal-weight.XXXXXX")
 addr="127.0.0.1:$(free_port)"

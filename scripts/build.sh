@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Builds the release site and server with cargo, the wasm-bindgen CLI, wasm-opt and node: the
+# Builds the release site and server with cargo, wasm-bindgen (scripts/bindgen), wasm-opt and node: the
 # same site as `cargo leptos build --release --precompress` (hashed file names, brotli and gzip
 # copies), without cargo-leptos, whose install alone is the longest step of a first start.
-# The server and the browser module compile at the same time: on 2 cores, one cargo build
-# leaves a core idle for much of its tail (linking, the last large crates), which the other
-# fills.
+# The server, the browser module and the wasm-bindgen tool compile at the same time: on 2
+# cores one cargo build leaves a core idle for much of its tail (linking, the last large
+# crates), which the others fill.
 #
 #   scripts/build.sh          server with the `release` profile (what scripts/run.sh runs)
 #   scripts/build.sh dist     server with the `dist` profile (fat LTO, one codegen unit: slower
@@ -27,6 +27,8 @@ mkdir -p "$logs"
 timer_start=$(date +%s)
 phase() { step "$1 ($(($(date +%s) - timer_start)) s)"; }
 
+# Three compilations at once, each in its own target directory (one cargo would wait for the
+# other's lock): the server, the browser module and the small wasm-bindgen tool.
 phase "compiling the server (profile $profile) in the background; log: $logs/server.log"
 cargo build --locked --profile "$profile" -p server --bin server >"$logs/server.log" 2>&1 &
 server_build=$!
@@ -35,15 +37,26 @@ trap 'kill "$server_build" 2>/dev/null || true' EXIT
 phase "build tools"
 scripts/tools.sh site
 
-phase "compiling the browser module (wasm32, profile wasm-release)"
+phase "compiling the browser module (wasm32, profile wasm-release) and the wasm-bindgen tool"
+# The tool runs once per build on one module: an optimised build of it would cost more time
+# than it saves.
+CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+  cargo build --locked --release -p site-bindgen --target-dir target/tools \
+  >"$logs/bindgen.log" 2>&1 &
+bindgen_build=$!
+trap 'kill "$server_build" "$bindgen_build" 2>/dev/null || true' EXIT
 cargo build --locked -p frontend --lib --target wasm32-unknown-unknown --profile wasm-release \
   --target-dir target/front
+if ! wait "$bindgen_build"; then
+  cat "$logs/bindgen.log" >&2
+  exit 1
+fi
 
 phase "wasm-bindgen"
 rm -rf "$LEPTOS_SITE_ROOT"
 mkdir -p "$pkg"
-wasm-bindgen --target web --no-typescript --out-name exportal --out-dir "$pkg" \
-  target/front/wasm32-unknown-unknown/wasm-release/frontend.wasm
+target/tools/release/site-bindgen target/front/wasm32-unknown-unknown/wasm-release/frontend.wasm \
+  "$pkg" exportal
 mv "$pkg/exportal_bg.wasm" "$pkg/exportal.wasm"
 
 phase "wasm-opt -Oz"

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs the build tools Exportal needs, idempotently, from the package registries only.
 #
-#   scripts/tools.sh site    wasm target, wasm-bindgen CLI, npm packages (wasm-opt): what
-#                            scripts/build.sh (and so scripts/run.sh) needs
-#   scripts/tools.sh dev     the above + cargo-leptos (`cargo leptos watch`, the browser tests)
+#   scripts/tools.sh site    wasm target, npm packages (wasm-opt): what scripts/build.sh (and
+#                            so scripts/run.sh) needs besides what it compiles itself
+#   scripts/tools.sh dev     the above + cargo-leptos and the wasm-bindgen CLI it calls
+#                            (`cargo leptos watch`, the browser tests)
 #   scripts/tools.sh test    the above + cargo-nextest, and Chromium, SQLite, PostgreSQL, MariaDB,
 #                            openssl (the keyless Azurite's CA) and curl (Debian packages),
 #                            Schemathesis and an OpenAPI validator (PyPI, in target/venv)
@@ -56,8 +57,9 @@ if [ "$what" != site ] && ! have_version cargo-leptos "$CARGO_LEPTOS_VERSION"; t
     cargo install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked --features no_downloads
 fi
 
+# scripts/build.sh compiles the same library as its own small tool (scripts/bindgen).
 wbv=$(wasm_bindgen_version)
-if ! have_version wasm-bindgen "$wbv"; then
+if [ "$what" != site ] && ! have_version wasm-bindgen "$wbv"; then
   # Not `--locked`: its lock file pins a webpki-roots version the registry no longer serves.
   # `--no-default-features`: no TLS stack (only its test runner's downloads need one), which
   # saves compiling a C crypto library.

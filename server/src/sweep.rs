@@ -106,7 +106,10 @@ impl Sweeper {
         match expire_finished(&self.jobs, self.blobs.as_ref(), expiry, budget).await {
             Ok((expired, offered)) => {
                 tick.expired = expired;
-                tick.more |= offered >= budget;
+                // Only a tick that made progress earns another at once: jobs that cannot
+                // expire now (a file that cannot be removed) wait for the next interval
+                // instead of being offered again every 50 ms.
+                tick.more |= offered >= budget && expired > 0;
             }
             Err(e) => tracing::warn!("sweep: finding expired exports: {e}"),
         }
