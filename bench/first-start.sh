@@ -49,7 +49,7 @@ total=$(($(date +%s) - start))
 # run.sh became the server (exec), which keeps the CPU time of the builds it waited for
 # (cutime + cstime): the work done, whatever else the machine was doing meanwhile.
 cpu=$(awk -v hz="$(getconf CLK_TCK)" '{ printf "%d", ($16 + $17) / hz }' "/proc/$pid/stat")
-grep -E '^==>|\[tools\]|Finished' "$dir/run.log" | sed 's/\x1b\[[0-9;]*m//g'
+sed 's/\x1b\[[0-9;]*m//g' "$dir/run.log" | grep -E '^==>|\[tools\]|Finished'
 printf 'first start: %d min %02d s until http://127.0.0.1:%s answered\n' $((total / 60)) $((total % 60)) "$port"
 printf 'CPU time of the builds: %d min %02d s (on %d cores: %d min %02d s if they were kept busy)\n' \
   $((cpu / 60)) $((cpu % 60)) "$(nproc)" $((cpu / $(nproc) / 60)) $((cpu / $(nproc) % 60))

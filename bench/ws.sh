@@ -11,8 +11,9 @@
 # 1,000 sockets each (the most `--ws-per-user` allows), then submits JOBS small exports spread
 # over those users at RATE a second. It prints the server's RSS per idle connection, its CPU seconds per 1,000
 # published changes, and each change of status's delivery p50/p99 from the store write to the
-# sockets. On Azurite it also prints the storage requests per second while sockets are open
-# and one long export per user runs (Azurite's debug log, one line per request).
+# sockets. On Azurite it also prints the storage requests the web and the worker process sent
+# during the run and per second while the sockets stay open and idle (each process's own
+# `exportal_storage_requests_total`, read from its /metrics).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -44,7 +45,7 @@ azurite_args=()
 if [ "$STORAGE" = azure ]; then
   bp=$(free_port); qp=$(free_port); tp=$(free_port)
   mkdir -p "$work/azurite"
-  end2end/node_modules/.bin/azurite --silent --location "$work/azurite" --debug "$work/azurite/debug.log" \
+  end2end/node_modules/.bin/azurite --silent --location "$work/azurite" \
     --blobHost 127.0.0.1 --queueHost 127.0.0.1 --tableHost 127.0.0.1 --blobPort "$bp" --queuePort "$qp" \
     --tablePort "$tp" --disableTelemetry >"$work/azurite.log" 2>&1 &
   pids+=($!)
@@ -52,9 +53,11 @@ if [ "$STORAGE" = azure ]; then
   conn="DefaultEndpointsProtocol=http;AccountName=devstoreaccount1;AccountKey=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==;BlobEndpoint=http://127.0.0.1:$bp/devstoreaccount1;QueueEndpoint=http://127.0.0.1:$qp/devstoreaccount1;"
 fi
 
-# Azurite's requests so far (its debug log ends each with one "End response" line). A loaded
-# Azurite writes that log behind, so this count is not yet a reliable rate (see the README).
-requests() { grep -c 'EndMiddleware: End response' "$work/azurite/debug.log" || true; }
+# The storage requests one process has sent so far (every try: what the account bills).
+requests() {
+  curl -fs "http://127.0.0.1:$1/metrics" |
+    awk '/^exportal_storage_requests_total/ { s += $NF } END { printf "%d", s }'
+}
 
 for n in "${COUNTS[@]}"; do
   users=$(((n + 999) / 1000))
@@ -74,26 +77,28 @@ for n in "${COUNTS[@]}"; do
   pids+=("$server")
   worker=
   if [ "$STORAGE" = azure ]; then
-    LEPTOS_OUTPUT_NAME=exportal RUST_LOG=warn "$SERVER" --addr "127.0.0.1:$(free_port)" \
+    wport=$(free_port)
+    LEPTOS_OUTPUT_NAME=exportal RUST_LOG=warn "$SERVER" --addr "127.0.0.1:$wport" \
       --data-dir "$work/worker-$n" --role worker "${common[@]}" >"$work/worker-$n.log" 2>&1 &
     worker=$!
     pids+=("$worker")
   fi
   for _ in $(seq 1 300); do curl -fs "http://127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.1; done
   step "$n connections over $users users, $JOBS exports at $RATE a second ($STORAGE)"
-  [ "$STORAGE" = azure ] && r0=$(requests)
+  [ "$STORAGE" = azure ] && { w0=$(requests "$port"); k0=$(requests "$wport"); }
   "$LOAD" "127.0.0.1:$port" "$server" "$n" "$users" "$JOBS" 2>&1 | grep -v '^ \|^stack backtrace\|^note:' |
     tee "$work/load-$n.txt" || echo "the load run failed (above: why)"
   if [ "$STORAGE" = azure ]; then
-    r1=$(requests)
-    echo "storage_requests_during_run $((r1 - r0)) (web + worker, connecting and $JOBS exports)"
+    w1=$(requests "$port"); k1=$(requests "$wport")
+    echo "storage_requests_during_run web $((w1 - w0)) worker $((k1 - k0)) (connecting and $JOBS exports)"
     # Storage requests while the sockets are open and no export runs: what pages cost idle.
     "$LOAD" "127.0.0.1:$port" "$server" "$n" "$users" 0 hold 45 >"$work/hold-$n.txt" &
     load=$!
     while ! grep -q connect_seconds "$work/hold-$n.txt"; do sleep 0.5; done
     sleep 5
-    r0=$(requests); sleep 30; r1=$(requests)
-    echo "storage_requests_per_second_idle $(python3 -c "print(round(($r1 - $r0) / 30, 1))")"
+    w0=$(requests "$port"); k0=$(requests "$wport"); sleep 30; w1=$(requests "$port"); k1=$(requests "$wport")
+    echo "storage_requests_per_second_idle web $(python3 -c "print(round(($w1 - $w0) / 30, 2))")" \
+      "worker $(python3 -c "print(round(($k1 - $k0) / 30, 2))") ($n sockets open)"
     wait "$load" || true
   fi
   kill "$server" $worker 2>/dev/null || true

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the tests need (idempotent) and runs every test: lints, browser tests, the API's
-# contract tests, then the workspace's Rust tests, whose summary is the last thing printed.
+# contract tests, the release site that scripts/run.sh serves (built and checked in Chromium),
+# then the workspace's Rust tests, whose summary is the last thing printed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
@@ -11,7 +12,7 @@ step "cargo fmt --check"
 cargo fmt --all --check
 
 step "clippy, server build (ssr)"
-cargo clippy --locked -p server -p app --all-targets --features app/ssr -- -D warnings
+cargo clippy --locked -p server -p app -p site-bindgen --all-targets --features app/ssr -- -D warnings
 
 step "clippy, browser build (hydrate, wasm32)"
 cargo clippy --locked -p frontend -p app --features app/hydrate --target wasm32-unknown-unknown -- -D warnings
@@ -52,6 +53,22 @@ step "browser tests again: a web instance and a separate worker on Azurite"
 # The debug binary cargo-leptos built, fuzzed against its own OpenAPI document in both identity
 # modes (no 5xx, no answer the document does not describe, malformed requests refused).
 scripts/contract.sh
+
+step "the release site as scripts/run.sh builds it (scripts/build.sh), checked in Chromium"
+# Only a release build shows some failures (the wasm-release profile's LTO; the hashed names
+# and precompressed copies that build.sh makes without cargo-leptos): the page must hydrate,
+# and an export must run and download, from exactly what the run command serves.
+scripts/build.sh
+(
+  addr="127.0.0.1:$(free_port)"
+  LEPTOS_SITE_ROOT=target/site LEPTOS_SITE_PKG_DIR=pkg LEPTOS_OUTPUT_NAME=exportal \
+    LEPTOS_HASH_FILES=true LEPTOS_HASH_FILE_NAME=hash.txt EXPORTAL_DATA_DIR="$work/release-data" \
+    target/release/server --addr "$addr" >"$work/release.log" 2>&1 &
+  server=$!
+  trap 'kill "$server" 2>/dev/null' EXIT
+  cd end2end
+  LEPTOS_SITE_ADDR="$addr" npx playwright test tests/shell.spec.ts tests/exports.spec.ts:17
+)
 
 step "Rust tests (unit and integration)"
 # The same RUSTFLAGS and output name as cargo-leptos's debug build, so the tests reuse its
