@@ -9,6 +9,8 @@
 #   BASELINE_SERVER=PATH                    another build of the server, alternated with this one
 #   SERVER_BIN=PATH                         this build (default target/release/server; not built
 #                                           here: run `cargo leptos build --release` first)
+#   EXTRA_SERVERS="NAME=PATH ..."           more builds (or wrappers setting an environment),
+#                                           each run once a round, after the other two
 #
 # Per export: the worker's time (started_at → finished_at), the server's peak RSS (VmHWM, a
 # fresh process per export), the server's CPU seconds and Azurite's (user + system from
@@ -107,6 +109,9 @@ for round in $(seq 1 "$RUNS"); do
   else
     echo "new $(export_one "$NEW")"
   fi
+  for extra in ${EXTRA_SERVERS:-}; do
+    echo "${extra%%=*} $(export_one "${extra#*=}")"
+  done
 done | tee "$work/results"
 python3 - "$work/results" <<'PY'
 import statistics, sys
@@ -120,8 +125,8 @@ copy = med("copy", 0)
 print(f"\nmedians: COPY {copy:.2f} s; bare PUT to Azurite {med('put', 0):.2f} s "
       f"(Azurite CPU {med('put', 1):.2f} s) = {copy / med('put', 0):.2f} x COPY; "
       f"COPY's PostgreSQL CPU {med('copy', 1):.2f} s")
-for kind in ("old", "new"):
-    if kind in rows:
+for kind in rows:
+    if kind not in ("copy", "put"):
         print(f"{kind}: worker {med(kind, 0):.2f} s = {copy / med(kind, 0):.2f} x COPY, "
               f"{med('put', 0) / med(kind, 0):.2f} x bare PUT; peak RSS max "
               f"{max(r[2] for r in rows[kind]):.1f} MB (median {med(kind, 2):.1f}); "
