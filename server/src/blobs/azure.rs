@@ -176,7 +176,10 @@ impl BlobStore for AzureBlobStore {
             loop {
                 let take = chunk.len().min(BLOCK_BYTES - buffer.len());
                 buffer.extend_from_slice(&chunk.split_to(take));
-                if buffer.len() < BLOCK_BYTES && !(ended && !buffer.is_empty()) {
+                // A full block goes up; so does the last, shorter one, once the stream ended.
+                let full = buffer.len() == BLOCK_BYTES;
+                let last = ended && !buffer.is_empty();
+                if !(full || last) {
                     break;
                 }
                 if ids.len() == MAX_BLOCKS {
