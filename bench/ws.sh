@@ -32,7 +32,7 @@ step "building the load generator"
 # compiled dependencies instead of building them all again.
 LEPTOS_OUTPUT_NAME=exportal LEPTOS_SITE_ROOT=target/site LEPTOS_SITE_PKG_DIR=pkg \
   LEPTOS_HASH_FILES=true LEPTOS_HASH_FILE_NAME=hash.txt \
-  cargo build --locked --release -q -p server --example ws_load
+  RUSTFLAGS="--cfg erase_components" cargo build --locked --release -q -p server --example ws_load
 LOAD=target/release/examples/ws_load
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/exportal-ws.XXXXXX")

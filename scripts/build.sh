@@ -20,6 +20,11 @@ case $profile in release | dist) ;; *) echo "usage: build.sh [release|dist]" >&2
 # name is compiled into the server; the rest is read at run time.
 export LEPTOS_OUTPUT_NAME=exportal LEPTOS_SITE_ROOT=target/site LEPTOS_SITE_PKG_DIR=pkg
 export LEPTOS_HASH_FILES=true LEPTOS_HASH_FILE_NAME=hash.txt
+# Components type-erased (as cargo-leptos's debug builds do, which the browser tests run) in both
+# the server and the browser module: the module is 17 % smaller on the wire (411,009 → 342,220
+# bytes as brotli) with the views no longer monomorphised into one deep type per page, and both
+# sides render and hydrate the same erased tree. RUSTFLAGS is given to those two builds only.
+site_rustflags="--cfg erase_components"
 pkg=$LEPTOS_SITE_ROOT/$LEPTOS_SITE_PKG_DIR
 logs=target/build-logs
 mkdir -p "$logs"
@@ -30,7 +35,8 @@ phase() { step "$1 ($(($(date +%s) - timer_start)) s)"; }
 # Three compilations at once, each in its own target directory (one cargo would wait for the
 # other's lock): the server, the browser module and the small wasm-bindgen tool.
 phase "compiling the server (profile $profile) in the background; log: $logs/server.log"
-cargo build --locked --profile "$profile" -p server --bin server >"$logs/server.log" 2>&1 &
+RUSTFLAGS=$site_rustflags cargo build --locked --profile "$profile" -p server --bin server \
+  >"$logs/server.log" 2>&1 &
 server_build=$!
 trap 'kill "$server_build" 2>/dev/null || true' EXIT
 
@@ -45,8 +51,8 @@ CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
   >"$logs/bindgen.log" 2>&1 &
 bindgen_build=$!
 trap 'kill "$server_build" "$bindgen_build" 2>/dev/null || true' EXIT
-cargo build --locked -p frontend --lib --target wasm32-unknown-unknown --profile wasm-release \
-  --target-dir target/front
+RUSTFLAGS=$site_rustflags cargo build --locked -p frontend --lib --target wasm32-unknown-unknown \
+  --profile wasm-release --target-dir target/front
 if ! wait "$bindgen_build"; then
   cat "$logs/bindgen.log" >&2
   exit 1
@@ -59,9 +65,11 @@ target/tools/release/site-bindgen target/front/wasm32-unknown-unknown/wasm-relea
   "$pkg" exportal
 mv "$pkg/exportal_bg.wasm" "$pkg/exportal.wasm"
 
-phase "wasm-opt -Oz"
-# The flags cargo-leptos passes: the features every browser the page supports has.
-wasm-opt -Oz --enable-bulk-memory --enable-nontrapping-float-to-int \
+phase "wasm-opt -Os"
+# -Os rather than cargo-leptos's -Oz: measured on this module, -Oz makes the file 7 % smaller
+# but its brotli copy, what a browser downloads, 2.5 KB larger (330,577 against 328,108 bytes).
+# The feature flags are cargo-leptos's: what every browser the page supports has.
+wasm-opt -Os --enable-bulk-memory --enable-nontrapping-float-to-int \
   "$pkg/exportal.wasm" -o "$pkg/exportal.wasm"
 
 phase "hashed names, stylesheet, public/, brotli and gzip copies"

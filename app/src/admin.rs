@@ -222,19 +222,19 @@ pub use ssr::*;
 use crate::error::ApiError;
 use leptos::prelude::*;
 
-#[server(prefix = "/api/fn", endpoint = "admin_overview")]
+#[server(prefix = "/api/fn", endpoint = "admin_overview", input = leptos::server_fn::codec::Json)]
 pub async fn admin_overview() -> Result<Overview, ApiError> {
     let (_, _, backend) = current_admin()?;
     backend.overview().await
 }
 
-#[server(prefix = "/api/fn", endpoint = "admin_cancel")]
+#[server(prefix = "/api/fn", endpoint = "admin_cancel", input = leptos::server_fn::codec::Json)]
 pub async fn admin_cancel(id: String) -> Result<Job, ApiError> {
     let (admin, address, backend) = current_admin()?;
     backend.cancel(admin, address, id).await
 }
 
-#[server(prefix = "/api/fn", endpoint = "admin_redrive")]
+#[server(prefix = "/api/fn", endpoint = "admin_redrive", input = leptos::server_fn::codec::Json)]
 pub async fn admin_redrive(id: String) -> Result<Job, ApiError> {
     let (admin, address, backend) = current_admin()?;
     backend.redrive(admin, address, id).await

@@ -102,6 +102,10 @@ impl FromServerFnError for ApiError {
             ServerFnErrorErr::Args(m) | ServerFnErrorErr::MissingArg(m) => {
                 ApiError::bad_request(format!("The request was not understood: {m}"))
             }
+            // On the server, the only thing decoded is the caller's request.
+            ServerFnErrorErr::Deserialization(m) if cfg!(feature = "ssr") => {
+                ApiError::bad_request(format!("The request was not understood: {m}"))
+            }
             ServerFnErrorErr::Request(_) => ApiError::new(
                 ErrorCode::Transport,
                 "The server could not be reached. Check your connection and try again.",

@@ -6,7 +6,7 @@ use crate::error::ApiError;
 use crate::jobs::{ExportRequest, Job, Preview};
 use leptos::prelude::*;
 
-#[server(prefix = "/api/fn", endpoint = "datasets")]
+#[server(prefix = "/api/fn", endpoint = "datasets", input = leptos::server_fn::codec::Json)]
 pub async fn list_datasets() -> Result<Vec<DatasetInfo>, ApiError> {
     crate::backend::current_user()?;
     Ok(crate::backend::use_backend()?.datasets())
@@ -27,13 +27,13 @@ pub async fn submit_export(request: ExportRequest) -> Result<Job, ApiError> {
         .await
 }
 
-#[server(prefix = "/api/fn", endpoint = "exports")]
+#[server(prefix = "/api/fn", endpoint = "exports", input = leptos::server_fn::codec::Json)]
 pub async fn list_exports() -> Result<Vec<Job>, ApiError> {
     let user = crate::backend::current_user()?;
     crate::backend::use_backend()?.list(user).await
 }
 
-#[server(prefix = "/api/fn", endpoint = "cancel")]
+#[server(prefix = "/api/fn", endpoint = "cancel", input = leptos::server_fn::codec::Json)]
 pub async fn cancel_export(id: String) -> Result<Job, ApiError> {
     let user = crate::backend::current_user()?;
     let address = crate::backend::current_address();
@@ -42,7 +42,7 @@ pub async fn cancel_export(id: String) -> Result<Job, ApiError> {
         .await
 }
 
-#[server(prefix = "/api/fn", endpoint = "retry")]
+#[server(prefix = "/api/fn", endpoint = "retry", input = leptos::server_fn::codec::Json)]
 pub async fn retry_export(id: String) -> Result<Job, ApiError> {
     let user = crate::backend::current_user()?;
     let address = crate::backend::current_address();

@@ -17,7 +17,7 @@ pub struct ServerStatus {
 }
 
 /// Reports the answering server's status.
-#[server(prefix = "/api/fn", endpoint = "status")]
+#[server(prefix = "/api/fn", endpoint = "status", input = leptos::server_fn::codec::Json)]
 pub async fn fetch_status() -> Result<ServerStatus, ApiError> {
     let backend = crate::backend::use_backend()?;
     Ok(backend.status())

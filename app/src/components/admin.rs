@@ -6,6 +6,7 @@ use crate::admin::{admin_overview, AdminCancel, AdminRedrive, Overview, RunningJ
 use crate::error::ErrorCode;
 use crate::jobs::Job;
 use crate::text::{group_digits, human_bytes};
+use chrono::Timelike;
 use leptos::prelude::*;
 
 fn seconds(s: f64) -> String {
@@ -138,7 +139,9 @@ fn RunningRow(r: RunningJob, cancel: ServerAction<AdminCancel>) -> impl IntoView
     let id = r.job.id.clone();
     let heartbeat = r
         .heartbeat_at
-        .map(|t| t.format("%H:%M:%S UTC").to_string())
+        // Fields, not a strftime pattern: the pattern parser and formatter would be shipped to
+        // every browser for this one cell.
+        .map(|t| format!("{:02}:{:02}:{:02} UTC", t.hour(), t.minute(), t.second()))
         .unwrap_or_default();
     let label = format!("Cancel job {}", short(&id));
     let requested = r.job.cancel_requested;

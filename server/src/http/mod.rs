@@ -10,6 +10,7 @@ pub mod limits;
 mod live;
 mod metrics;
 pub mod openapi;
+mod server_fns;
 
 pub use api::{content_disposition, rate_message};
 
@@ -79,6 +80,7 @@ pub fn router(state: AppState, identifier: Arc<Identifier>) -> Router {
             move || app::shell(leptos.clone()),
         )
         .fallback_service(assets::files(&state.leptos.site_root, not_found))
+        .layer(axum::middleware::from_fn(server_fns::error_status))
         .layer(assets::compression())
         .layer(axum::middleware::from_fn_with_state(identifier, identify))
         // Outermost: no body larger than this is read by anything (the page's server

@@ -488,7 +488,8 @@ async fn an_export_runs_end_to_end_on_azure_and_downloads_through_a_sas_redirect
     assert_eq!(bob.status(), 404, "the link is minted only for the owner");
     let status: Value = alice
         .post("/api/fn/status")
-        .header("content-type", "application/x-www-form-urlencoded")
+        .header("content-type", "application/json")
+        .body("{}")
         .send()
         .await
         .unwrap()

@@ -76,7 +76,8 @@ async fn the_status_server_function_answers_over_http() {
     let res = server
         .user("alice")
         .post("/api/fn/status")
-        .header("content-type", "application/x-www-form-urlencoded")
+        .header("content-type", "application/json")
+        .body("{}")
         .send()
         .await
         .unwrap();
@@ -85,6 +86,33 @@ async fn the_status_server_function_answers_over_http() {
     assert_eq!(body["version"], env!("CARGO_PKG_VERSION"));
     assert_eq!(body["role"], "all");
     assert_eq!(body["storage"], "local");
+
+    // The page's functions take JSON only: a form post, which is what another site's HTML form
+    // can send, is refused as not understood and changes nothing.
+    let res = server
+        .user("alice")
+        .post("/api/fn/cancel")
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("id=01a2481ad25376c3aa3eb35381eb05a0")
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    let body = res.text().await.unwrap();
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("not understood"), "{body}");
+
+    // A server function's error carries the status the REST API gives the same error.
+    let res = server
+        .user("alice")
+        .post("/api/fn/cancel")
+        .json(&serde_json::json!({"id": "01a2481ad25376c3aa3eb35381eb05a0"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 404);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["code"], "not_found");
     server.running.shutdown().await.unwrap();
 }
 
