@@ -97,7 +97,7 @@ for n in "${COUNTS[@]}"; do
     # Storage requests while the sockets are open and no export runs: what pages cost idle.
     "$LOAD" "127.0.0.1:$port" "$server" "$n" "$users" 0 hold 45 >"$work/hold-$n.txt" &
     load=$!
-    while ! grep -q connect_seconds "$work/hold-$n.txt"; do sleep 0.5; done
+    for _ in $(seq 1 240); do grep -q connect_seconds "$work/hold-$n.txt" && break; sleep 0.5; done
     sleep 5
     w0=$(requests "$port"); k0=$(requests "$wport"); sleep 30; w1=$(requests "$port"); k1=$(requests "$wport")
     echo "storage_requests_per_second_idle web $(python3 -c "print(round(($w1 - $w0) / 30, 2))")" \

@@ -287,6 +287,18 @@ impl Hub {
             .collect()
     }
 
+    /// Those of `ids` this hub has not seen a state of for their owner: jobs created
+    /// elsewhere, which a follower reads once.
+    pub fn unseen(&self, owner: &str, ids: Vec<String>) -> Vec<String> {
+        let Some(channel) = self.channel(owner) else {
+            return vec![];
+        };
+        let state = lock(&channel.state);
+        ids.into_iter()
+            .filter(|id| !state.seen.contains_key(id))
+            .collect()
+    }
+
     /// Counts a follower until the guard is dropped.
     pub fn follower_started(&self) -> FollowerGuard {
         self.inner.followers.fetch_add(1, Ordering::Relaxed);

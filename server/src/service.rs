@@ -438,6 +438,15 @@ impl Service {
             .map_err(store_error)
     }
 
+    /// The ids of the jobs `list` returns, without their records.
+    pub async fn list_ids(&self, user: &str) -> Result<Vec<String>, ApiError> {
+        self.jobs
+            .store
+            .list_ids(user, LIST_LIMIT)
+            .await
+            .map_err(store_error)
+    }
+
     /// The job, if it is the user's; someone else's job is "not found", so ids can't be probed.
     pub async fn get(&self, user: &str, id: &str) -> Result<Job, ApiError> {
         match self.jobs.get(id).await.map_err(store_error)? {

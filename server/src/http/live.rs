@@ -24,13 +24,18 @@ use tokio_util::sync::CancellationToken;
 
 /// How often stored records are read when jobs run in other processes (see `follow_store`).
 const FOLLOW_EVERY: Duration = Duration::from_secs(1);
-/// Every this many follows, the whole list is read again, to see jobs submitted elsewhere.
-const FULL_LIST_EVERY: u64 = 10;
+/// Every this many follows, the owner's job ids are listed (one request on Azure) and the
+/// jobs not seen yet, submitted elsewhere, are read.
+const NEW_JOBS_EVERY: u64 = 10;
+/// Every this many follows, every listed record is read again: a finished job can become
+/// active again elsewhere (a retry through another instance), or expire. This is the only read
+/// whose cost grows with the owner's history, so it is rare.
+const FULL_LIST_EVERY: u64 = 60;
 
 /// Follows the stored records of `owner`'s jobs for all of their sockets on this instance,
-/// until the last one closes: the active ones every time (cheap conditional reads), the
-/// whole list now and then. One follower per owner, so the store is read per user, not per
-/// open page.
+/// until the last one closes: the active ones every time (cheap conditional reads), new ones
+/// from a listing of ids now and then, and the whole list rarely. One follower per owner, so
+/// the store is read per user, not per open page.
 async fn follow(
     state: AppState,
     owner: String,
@@ -59,7 +64,14 @@ async fn follow(
             }
             continue;
         }
-        for id in hub.active_jobs(&owner) {
+        let mut read = Vec::new();
+        if follows.is_multiple_of(NEW_JOBS_EVERY) {
+            let ids = service.list_ids(&owner).await.unwrap_or_default();
+            read = hub.unseen(&owner, ids);
+        }
+        let active = hub.active_jobs(&owner);
+        let again = active.into_iter().filter(|id| !read.contains(id));
+        for id in read.clone().into_iter().chain(again) {
             if closed.is_cancelled() {
                 return;
             }

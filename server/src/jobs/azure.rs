@@ -637,6 +637,11 @@ impl JobStore for AzureJobStore {
     }
 
     async fn list(&self, owner: &str, limit: usize) -> Result<Vec<Job>, StoreError> {
+        let ids = self.list_ids(owner, limit).await?;
+        self.get_many(ids).await
+    }
+
+    async fn list_ids(&self, owner: &str, limit: usize) -> Result<Vec<String>, StoreError> {
         let prefix = format!("owners/{}/", hashed(owner));
         let mut ids: Vec<String> = self
             .names(&prefix)
@@ -647,7 +652,7 @@ impl JobStore for AzureJobStore {
         // Ids are time-ordered (UUIDv7): newest first is reverse name order.
         ids.sort_by(|a, b| b.cmp(a));
         ids.truncate(limit);
-        self.get_many(ids).await
+        Ok(ids)
     }
 
     async fn update(&self, job: &Job) -> Result<Job, StoreError> {

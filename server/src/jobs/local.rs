@@ -116,6 +116,17 @@ impl JobStore for LocalJobStore {
         records.iter().map(|r| parse(r)).collect()
     }
 
+    async fn list_ids(&self, owner: &str, limit: usize) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE owner = ? ORDER BY created_at DESC, id DESC LIMIT ?",
+        )
+        .bind(owner)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)
+    }
+
     async fn update(&self, job: &Job) -> Result<Job, StoreError> {
         let mut next = job.clone();
         next.revision = job.revision + 1;

@@ -89,6 +89,9 @@ pub trait JobStore: Send + Sync + 'static {
     async fn find_by_key(&self, owner: &str, key: &str) -> Result<Option<Job>, StoreError>;
     /// The owner's jobs, newest first.
     async fn list(&self, owner: &str, limit: usize) -> Result<Vec<Job>, StoreError>;
+    /// The ids of the jobs `list` returns, in its order, without reading the records (on
+    /// Azure, one listing of the owner's index).
+    async fn list_ids(&self, owner: &str, limit: usize) -> Result<Vec<String>, StoreError>;
     /// Writes `job` if the stored revision still equals `job.revision`; returns it with the
     /// new revision.
     async fn update(&self, job: &Job) -> Result<Job, StoreError>;

@@ -823,6 +823,13 @@ impl server::jobs::JobStore for CutOffStore {
     ) -> Result<Vec<app::jobs::Job>, server::jobs::StoreError> {
         self.inner.list(owner, limit).await
     }
+    async fn list_ids(
+        &self,
+        owner: &str,
+        limit: usize,
+    ) -> Result<Vec<String>, server::jobs::StoreError> {
+        self.inner.list_ids(owner, limit).await
+    }
     async fn update(
         &self,
         job: &app::jobs::Job,

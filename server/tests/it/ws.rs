@@ -200,3 +200,36 @@ async fn a_web_instance_follows_the_store_once_per_user_for_all_of_their_sockets
     worker.running.shutdown().await.unwrap();
     web.running.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_job_submitted_through_another_web_instance_reaches_this_ones_sockets_from_the_store() {
+    // Two web instances and a worker on one data directory. Alice's page is on `here`; her
+    // export is submitted through `there`, so `here` can learn of it only from the listing of
+    // her job ids that its follower reads now and then, and then follows it to the end.
+    let shared = tempfile::tempdir().unwrap();
+    let data = shared.path().join("data").display().to_string();
+    let here = TestServer::start(&["--role", "web", "--data-dir", &data]).await;
+    let there = TestServer::start(&["--role", "web", "--data-dir", &data]).await;
+    let worker = TestServer::start(&["--role", "worker", "--data-dir", &data]).await;
+
+    let mut page = connect(&here, "alice").await;
+    let job = there.user("alice").submit(orders("csv")).await;
+    let id = job["id"].as_str().unwrap();
+    // The ids are listed every 10 s; every record is re-read only every 60 s, which this
+    // bound leaves out, so only the listing can bring the job here in time.
+    let finished = tokio::time::timeout(Duration::from_secs(40), async {
+        loop {
+            let m = next_message(&mut page).await;
+            if m["type"] == "job" && m["job"]["id"] == id && m["job"]["status"] == "succeeded" {
+                return m;
+            }
+        }
+    })
+    .await
+    .expect("the job submitted elsewhere reached the page");
+    assert_eq!(finished["job"]["owner"], "alice");
+
+    worker.running.shutdown().await.unwrap();
+    there.running.shutdown().await.unwrap();
+    here.running.shutdown().await.unwrap();
+}
