@@ -65,9 +65,13 @@ contract() {
 
   local started=$SECONDS status=0
   # Run from the throw-away directory: Schemathesis and Hypothesis keep caches in the current one.
+  # One worker thread: Hypothesis describes filter functions by parsing their source with `ast`,
+  # and on CPython 3.11 (this machine's) that fails now and then in a threaded program with
+  # "SystemError: AST constructor recursion depth mismatch" (CPython issue 106905; seen once in
+  # a CI run with two workers): a failure of the tool, not of the API.
   (cd "$work" && timeout 240 "$CONTRACT_VENV/bin/st" run "$base/api/v1/openapi.json" \
     --checks all --exclude-checks "$excluded" \
-    --max-examples "$examples" --seed "$seed" --workers 2 \
+    --max-examples "$examples" --seed "$seed" --workers 1 \
     --request-timeout 20 --suppress-health-check too_slow \
     --generation-database none --no-color "${identity[@]}" "$@") || status=$?
   stop_server
