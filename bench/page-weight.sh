@@ -13,9 +13,9 @@ scripts/build.sh >/dev/null 2>&1 || scripts/build.sh
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/exportal-weight.XXXXXX")
 addr="127.0.0.1:$(free_port)"
-LEPTOS_SITE_ROOT=target/site LEPTOS_SITE_PKG_DIR=pkg LEPTOS_OUTPUT_NAME=exportal \
-  LEPTOS_HASH_FILES=true LEPTOS_HASH_FILE_NAME=hash.txt EXPORTAL_DEMO_ORDERS=10000 \
-  EXPORTAL_DATA_DIR="$work/data" target/release/server --addr "$addr" >"$work/server.log" 2>&1 &
+site_env
+EXPORTAL_DEMO_ORDERS=10000 EXPORTAL_DATA_DIR="$work/data" target/release/server --addr "$addr" \
+  >"$work/server.log" 2>&1 &
 server=$!
 trap 'kill "$server" 2>/dev/null; rm -rf "$work"' EXIT
 for _ in $(seq 1 200); do curl -sf "http://$addr/healthz" >/dev/null && break; sleep 0.1; done

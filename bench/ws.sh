@@ -30,9 +30,7 @@ ulimit -n "$(ulimit -Hn)"
 step "building the load generator"
 # The environment scripts/build.sh compiles the release server with, so the example reuses its
 # compiled dependencies instead of building them all again.
-LEPTOS_OUTPUT_NAME=exportal LEPTOS_SITE_ROOT=target/site LEPTOS_SITE_PKG_DIR=pkg \
-  LEPTOS_HASH_FILES=true LEPTOS_HASH_FILE_NAME=hash.txt \
-  RUSTFLAGS="--cfg erase_components" cargo build --locked --release -q -p server --example ws_load
+(site_env && RUSTFLAGS=$SITE_RUSTFLAGS cargo build --locked --release -q -p server --example ws_load)
 LOAD=target/release/examples/ws_load
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/exportal-ws.XXXXXX")

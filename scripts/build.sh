@@ -16,15 +16,12 @@ source scripts/lib.sh
 profile=${1:-release}
 case $profile in release | dist) ;; *) echo "usage: build.sh [release|dist]" >&2; exit 2 ;; esac
 
-# What cargo-leptos would pass (see [[workspace.metadata.leptos]] in Cargo.toml): the output
-# name is compiled into the server; the rest is read at run time.
-export LEPTOS_OUTPUT_NAME=exportal LEPTOS_SITE_ROOT=target/site LEPTOS_SITE_PKG_DIR=pkg
-export LEPTOS_HASH_FILES=true LEPTOS_HASH_FILE_NAME=hash.txt
-# Components type-erased (as cargo-leptos's debug builds do, which the browser tests run) in both
-# the server and the browser module: the module is 17 % smaller on the wire (411,009 → 342,220
-# bytes as brotli) with the views no longer monomorphised into one deep type per page, and both
-# sides render and hydrate the same erased tree. RUSTFLAGS is given to those two builds only.
-site_rustflags="--cfg erase_components"
+site_env
+# Components type-erased (SITE_RUSTFLAGS; as cargo-leptos's debug builds do, which the browser
+# tests run) in both the server and the browser module: the module is 17 % smaller on the wire
+# (411,009 → 342,220 bytes as brotli) with the views no longer monomorphised into one deep type
+# per page, and both sides render and hydrate the same erased tree. RUSTFLAGS is given to those
+# two builds only.
 pkg=$LEPTOS_SITE_ROOT/$LEPTOS_SITE_PKG_DIR
 logs=target/build-logs
 mkdir -p "$logs"
@@ -35,7 +32,7 @@ phase() { step "$1 ($(($(date +%s) - timer_start)) s)"; }
 # Three compilations at once, each in its own target directory (one cargo would wait for the
 # other's lock): the server, the browser module and the small wasm-bindgen tool.
 phase "compiling the server (profile $profile) in the background; log: $logs/server.log"
-RUSTFLAGS=$site_rustflags cargo build --locked --profile "$profile" -p server --bin server \
+RUSTFLAGS=$SITE_RUSTFLAGS cargo build --locked --profile "$profile" -p server --bin server \
   >"$logs/server.log" 2>&1 &
 server_build=$!
 trap 'kill "$server_build" 2>/dev/null || true' EXIT
@@ -51,7 +48,7 @@ CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
   >"$logs/bindgen.log" 2>&1 &
 bindgen_build=$!
 trap 'kill "$server_build" "$bindgen_build" 2>/dev/null || true' EXIT
-RUSTFLAGS=$site_rustflags cargo build --locked -p frontend --lib --target wasm32-unknown-unknown \
+RUSTFLAGS=$SITE_RUSTFLAGS cargo build --locked -p frontend --lib --target wasm32-unknown-unknown \
   --profile wasm-release --target-dir target/front
 if ! wait "$bindgen_build"; then
   cat "$logs/bindgen.log" >&2

@@ -14,6 +14,5 @@ scripts/build.sh release
 addr=${EXPORTAL_ADDR:-${LEPTOS_SITE_ADDR:-127.0.0.1:3000}}
 step "Exportal is starting: open http://$addr"
 # The file names carry content hashes, listed in target/release/hash.txt (see Cargo.toml).
-export LEPTOS_SITE_ROOT=target/site LEPTOS_SITE_PKG_DIR=pkg LEPTOS_OUTPUT_NAME=exportal
-export LEPTOS_HASH_FILES=true LEPTOS_HASH_FILE_NAME=hash.txt
+site_env
 exec target/release/server --addr "$addr" "$@"

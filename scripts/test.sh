@@ -61,9 +61,9 @@ step "the release site as scripts/run.sh builds it (scripts/build.sh), checked i
 scripts/build.sh
 (
   addr="127.0.0.1:$(free_port)"
-  LEPTOS_SITE_ROOT=target/site LEPTOS_SITE_PKG_DIR=pkg LEPTOS_OUTPUT_NAME=exportal \
-    LEPTOS_HASH_FILES=true LEPTOS_HASH_FILE_NAME=hash.txt EXPORTAL_DATA_DIR="$work/release-data" \
-    target/release/server --addr "$addr" >"$work/release.log" 2>&1 &
+  site_env
+  EXPORTAL_DATA_DIR="$work/release-data" target/release/server --addr "$addr" \
+    >"$work/release.log" 2>&1 &
   server=$!
   trap 'kill "$server" 2>/dev/null' EXIT
   cd end2end

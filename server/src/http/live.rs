@@ -64,14 +64,16 @@ async fn follow(
             }
             continue;
         }
-        let mut read = Vec::new();
+        let mut ids = Vec::new();
         if follows.is_multiple_of(NEW_JOBS_EVERY) {
-            let ids = service.list_ids(&owner).await.unwrap_or_default();
-            read = hub.unseen(&owner, ids);
+            ids = hub.unseen(&owner, service.list_ids(&owner).await.unwrap_or_default());
         }
-        let active = hub.active_jobs(&owner);
-        let again = active.into_iter().filter(|id| !read.contains(id));
-        for id in read.clone().into_iter().chain(again) {
+        for id in hub.active_jobs(&owner) {
+            if !ids.contains(&id) {
+                ids.push(id);
+            }
+        }
+        for id in ids {
             if closed.is_cancelled() {
                 return;
             }

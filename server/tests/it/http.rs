@@ -88,7 +88,7 @@ async fn the_status_server_function_answers_over_http() {
     assert_eq!(body["storage"], "local");
 
     // The page's functions take JSON only: a form post, which is what another site's HTML form
-    // can send, is refused as not understood and changes nothing.
+    // can send, is refused as not understood.
     let res = server
         .user("alice")
         .post("/api/fn/cancel")
